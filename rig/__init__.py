@@ -1,0 +1,1 @@
+"""heatrig rig: clock, protocol adapters, recording, faults, expectations and the CLI."""
