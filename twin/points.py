@@ -160,3 +160,46 @@ class PointTable:
     def of_kind(self, kind: Kind) -> list[Point]:
         """Points of one kind, in table order."""
         return [p for p in self._points if p.kind is kind]
+
+    # Convenience constructors used by the plant components.
+
+    def sensor(self, pid: str, unit: str, lo: float, hi: float, description: str,
+               getter: Callable[[], float], noise_sd: float = 0.0,
+               resolution: float = 0.0) -> Point:
+        """Add a measured analogue point."""
+        return self.add(Point(pid, _device(pid), Kind.SENSOR, DType.FLOAT, unit, lo, hi,
+                              description, getter, noise_sd=noise_sd, resolution=resolution))
+
+    def status(self, pid: str, unit: str, lo: float, hi: float, description: str,
+               getter: Callable[[], float], dtype: DType = DType.FLOAT) -> Point:
+        """Add a read-only computed state (no sensor noise)."""
+        return self.add(Point(pid, _device(pid), Kind.STATUS, dtype, unit, lo, hi,
+                              description, getter))
+
+    def alarm(self, pid: str, description: str, getter: Callable[[], float]) -> Point:
+        """Add a boolean alarm or binary sensor (1 = active)."""
+        return self.add(Point(pid, _device(pid), Kind.ALARM, DType.BOOL, "1", 0, 1,
+                              description, getter))
+
+    def command(self, pid: str, unit: str, lo: float, hi: float, description: str,
+                cmd: Command, dtype: DType = DType.FLOAT) -> Point:
+        """Add a command point and its hand/auto switch ``<pid>.hand``."""
+
+        def set_hand_value(value: float) -> None:
+            cmd.hand_value = value
+
+        def set_hand(value: float) -> None:
+            cmd.hand = bool(value)
+
+        point = self.add(Point(pid, _device(pid), Kind.COMMAND, dtype, unit, lo, hi,
+                               description + " (obeyed when in hand)",
+                               lambda: cmd.value, set_hand_value))
+        self.add(Point(pid + ".hand", point.device, Kind.COMMAND, DType.BOOL, "1", 0, 1,
+                       f"hand/auto switch of {pid}: 1 = hand (external value), 0 = auto",
+                       lambda: float(cmd.hand), set_hand))
+        return point
+
+
+def _device(point_id: str) -> str:
+    """Device of a point id: the part before the first dot."""
+    return point_id.split(".", 1)[0]
