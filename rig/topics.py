@@ -1,0 +1,40 @@
+"""MQTT topic layout, shared by the MQTT adapter, the point list and the dashboards.
+
+    <prefix>/<site>/status                  retained: online/offline (last will)
+    <prefix>/<site>/<device>/telemetry      one JSON message per device and sample period
+    <prefix>/<site>/<device>/alarm          alarm raised/cleared messages
+    <prefix>/<site>/<device>/cmd/<point>    commands to a writable point (JSON)
+    <prefix>/<site>/<device>/reply          answers to commands (accepted or refused)
+"""
+
+from __future__ import annotations
+
+
+def base(prefix: str, site: str) -> str:
+    """Topic root of one site."""
+    return f"{prefix}/{site}"
+
+
+def status(prefix: str, site: str) -> str:
+    """Retained online/offline status of the rig (also its last will)."""
+    return f"{base(prefix, site)}/status"
+
+
+def telemetry(prefix: str, site: str, device: str) -> str:
+    """Telemetry topic of one device."""
+    return f"{base(prefix, site)}/{device}/telemetry"
+
+
+def alarm(prefix: str, site: str, device: str) -> str:
+    """Alarm topic of one device."""
+    return f"{base(prefix, site)}/{device}/alarm"
+
+
+def command(prefix: str, site: str, device: str, point_id: str) -> str:
+    """Command topic of one writable point."""
+    return f"{base(prefix, site)}/{device}/cmd/{point_id}"
+
+
+def reply(prefix: str, site: str, device: str) -> str:
+    """Reply topic where the rig answers commands of one device."""
+    return f"{base(prefix, site)}/{device}/reply"
