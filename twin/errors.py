@@ -57,3 +57,7 @@ class RefrigerantError(HeatrigError, ValueError):
 
 class ServiceError(HeatrigError):
     """An external service (broker, database) cannot be used; the message says why."""
+
+
+class RunStoreError(HeatrigError):
+    """A run directory has no usable run store, or the store cannot be written."""
