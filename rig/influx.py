@@ -453,7 +453,8 @@ class Checkpoint:
 
 @dataclass
 class ExportStats:
-    """What a forwarder did: lines and batches acknowledged, retries, bytes, rows left."""
+    """What a forwarder did: lines and batches acknowledged, retries, line-protocol bytes
+    (before gzip), seconds, rows left in the store, the permanent error if any."""
 
     lines: int = 0
     batches: int = 0
@@ -617,6 +618,8 @@ class Forwarder:
         cp = Checkpoint.load(self.checkpoint_path, run)
         per_row = max(1, len(reader.points))
         while not self._abort.is_set():
+            if self._draining.is_set() and time.monotonic() > self._drain_deadline:
+                return  # out of drain time; the rest stays in the store
             lines: list[str] = []
             nxt = cp.copy()
             for e in reader.events(after_id=cp.events, limit=self.batch_lines):
