@@ -38,3 +38,23 @@ def command(prefix: str, site: str, device: str, point_id: str) -> str:
 def reply(prefix: str, site: str, device: str) -> str:
     """Reply topic where the rig answers commands of one device."""
     return f"{base(prefix, site)}/{device}/reply"
+
+
+def command_filter(prefix: str, site: str) -> str:
+    """Subscription filter matching every command topic of a site."""
+    return f"{base(prefix, site)}/+/cmd/#"
+
+
+def parse_command(prefix: str, site: str, topic: str) -> tuple[str, str] | None:
+    """``(device, point_id)`` of a command topic of this site, or None if it is not one.
+
+    The point id is everything after ``cmd/`` (it may be empty or hold a ``/``; the
+    caller refuses such ids as unknown points).
+    """
+    root = base(prefix, site) + "/"
+    if not topic.startswith(root):
+        return None
+    parts = topic[len(root):].split("/", 2)
+    if len(parts) != 3 or parts[1] != "cmd" or not parts[0]:
+        return None
+    return parts[0], parts[2]

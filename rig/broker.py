@@ -1,0 +1,150 @@
+"""Embedded MQTT broker (amqtt) for runs on a machine with no broker installed.
+
+The broker runs in a thread of its own with its own asyncio loop, so its work on every
+message does not run on the simulation loop's thread (it still shares the GIL; see
+``bench/bench_mqtt.py --broker embedded`` for the measured effect on slice lateness). It
+listens on 127.0.0.1 only and allows anonymous clients, which is acceptable on loopback.
+
+    broker = EmbeddedBroker()          # port 0 = a free port, read back after start
+    url = broker.start()               # "mqtt://127.0.0.1:<port>"
+    ...
+    broker.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+from twin.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+
+
+def broker_config(port: int) -> dict[str, Any]:
+    """amqtt configuration: one TCP listener on loopback, anonymous clients, no extra plugins.
+
+    The default packet/event logging and ``$SYS`` plugins are left out: they cost time on
+    every message and nothing here needs them.
+    """
+    return {
+        "listeners": {"default": {"type": "tcp", "bind": f"{LOOPBACK}:{port}"}},
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+    }
+
+
+class EmbeddedBroker:
+    """amqtt broker on 127.0.0.1 in a daemon thread with its own event loop.
+
+    ``port`` 0 picks a free port; after ``start()`` the chosen one is in ``.port`` and
+    ``.url``. ``stop()`` shuts the broker down and joins the thread; it is idempotent.
+    """
+
+    def __init__(self, port: int = 0) -> None:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port {port} outside 0..65535")
+        self.host = LOOPBACK
+        self.port = port
+        self.url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._broker: Any = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._stop: asyncio.Event | None = None
+
+    @property
+    def running(self) -> bool:
+        """True between a successful ``start()`` and ``stop()``."""
+        return self._thread is not None and self._thread.is_alive() and self._ready.is_set()
+
+    def start(self) -> str:
+        """Start the broker and return its URL ``mqtt://127.0.0.1:<port>``.
+
+        Raises ServiceError when it cannot listen (port taken) or does not start in time.
+        """
+        if self._thread is not None:
+            raise RuntimeError("embedded broker already started")
+        self._ready.clear()
+        self._error = None
+        self._thread = threading.Thread(target=self._main, name="heatrig-mqtt-broker",
+                                        daemon=True)
+        self._thread.start()
+        if not self._ready.wait(START_TIMEOUT_S) and self._error is None:
+            self.stop()
+            raise ServiceError(f"embedded MQTT broker did not start in {START_TIMEOUT_S:g} s")
+        if self._error is not None:
+            error = self._error
+            self._thread.join(STOP_TIMEOUT_S)
+            self._thread = None
+            raise ServiceError(f"embedded MQTT broker on {self.host}:{self.port} cannot "
+                               f"start: {error}") from error
+        self.url = f"mqtt://{self.host}:{self.port}"
+        log.info("embedded MQTT broker listening on %s", self.url)
+        return self.url
+
+    def stop(self) -> None:
+        """Shut the broker down (clients are disconnected) and join its thread."""
+        thread, loop = self._thread, self._loop
+        if thread is None:
+            return
+        if loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(self._stop_event_set)
+        thread.join(STOP_TIMEOUT_S)
+        if thread.is_alive():
+            log.warning("embedded MQTT broker thread did not stop in %g s", STOP_TIMEOUT_S)
+        self._thread = None
+        log.info("embedded MQTT broker on %s stopped", self.url or f"port {self.port}")
+
+    def __enter__(self) -> EmbeddedBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- broker thread ------------------------------------------------------------------
+
+    def _stop_event_set(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as exc:  # reported to start(), or logged once running
+            if not self._ready.is_set():
+                self._error = exc
+            else:
+                log.exception("embedded MQTT broker failed")
+        finally:
+            self._ready.set()  # wake start() whatever happened
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+                self._loop = None
+
+    async def _serve(self) -> None:
+        from amqtt.broker import Broker  # imported here: amqtt is heavy and optional at runtime
+
+        self._stop = asyncio.Event()
+        broker = Broker(broker_config(self.port))
+        await broker.start()
+        self._broker = broker
+        server = broker._servers["default"].instance  # amqtt keeps the asyncio.Server there
+        self.port = int(server.sockets[0].getsockname()[1])
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await broker.shutdown()
+            self._broker = None
