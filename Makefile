@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := mosquitto mosquitto-clients influxdb victoria-metrics
+DEBIAN_PACKAGES := mosquitto mosquitto-clients influxdb victoria-metrics chromium
 
 .PHONY: run test lint bench services clean
 

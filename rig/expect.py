@@ -14,12 +14,14 @@ the end of the run; both ends are inclusive. Kinds (``kind:``):
     ``payload`` (a JSON subset: mappings by key, lists item by item in any order, scalars
     by equality, booleans never equal to numbers; a payload that is not JSON is the JSON
     string of its text) or whose text matches ``payload_regex`` (``re.search``); with
-    neither, any message on the topic. Evidence: ``t``, ``topic``, ``payload``.
+    neither, any message on the topic. Evidence: ``t``, ``topic``, ``payload``; a
+    failure gives ``messages_on_topic``, the last one seen and the ``deadline_s``.
 ``modbus_write``
     the SUT writes ``point`` (a command row with ``source``, default ``modbus``; ``any``
     matches every source) with ``value`` (within ``tolerance``) or inside ``min``/``max``
     (in the point's unit; human units such as ``42 degC`` or ``30 kW`` are converted).
-    Evidence: ``t``, ``value``, ``source``.
+    Evidence: ``t``, ``value``, ``source``; a failure lists the other writes in the
+    window (``values``, ``times``) and the ``deadline_s``.
 ``condition``
     ``point``'s ``signal`` (``truth``, default, or ``measured``) compared with ``op``
     (``<=``, ``>=``, ``<``, ``>``, ``==`` within ``tolerance``) and ``value``, or
@@ -74,7 +76,8 @@ START = "start"
 KPI_NAMES: tuple[str, ...] = tuple(kpis(Meters(), 0.0, 0.0, 1.0))
 """KPI names an expectation may use (the keys of `twin.kpis.kpis`)."""
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\- ]{0,127}$"
+# 1-128 printable characters, no leading/trailing space (names show up in JUnit and HTML)
+NAME_PATTERN = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]{0,126}[^\s\x00-\x1f\x7f])?$"
 ANCHOR_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$"  # ``start`` or a fault id
 READ_CHUNK = 4096
 MAX_PAYLOAD_EVIDENCE = 2000  # characters of a payload kept in evidence
@@ -679,7 +682,7 @@ def _mqtt(exp: MqttExpectation, run: _Run, w: _Window) -> Result:
         want = f" matching /{exp.payload_regex}/"
     elif exp.payload is not None:
         want = f" containing {json.dumps(exp.payload, sort_keys=True)}"
-    evidence: dict[str, Any] = {"messages_on_topic": on_topic}
+    evidence: dict[str, Any] = {"messages_on_topic": on_topic, "deadline_s": w.end_s}
     if last is not None:
         evidence.update(last_t=last.t, last_topic=last.topic, last_payload=_short(last.payload))
     return "fail", evidence, (f"no message on {exp.topic}{want} {w.describe()} "
@@ -713,10 +716,8 @@ def _modbus_write(exp: ModbusWriteExpectation, run: _Run, w: _Window) -> Result:
         if lo <= c.value <= hi:
             return "pass", {**base, "t": c.t, "value": c.value, "source": c.source}, (
                 f"{c.source} wrote {exp.point} = {show_value(c.value, unit)} at t = {c.t:g} s")
-    values = [c.value for c in writes]
-    evidence = {**base, "writes": len(writes), "values": values[:20]}
-    if writes:
-        evidence.update(t=writes[0].t, value=writes[0].value)
+    evidence = {**base, "writes": len(writes), "values": [c.value for c in writes][:20],
+                "times": [c.t for c in writes][:20], "deadline_s": w.end_s}
     source = "any source" if exp.source == "any" else exp.source
     return "fail", evidence, (f"no write of {exp.point} {text} by {source} {w.describe()} "
                               f"({len(writes)} other write(s))")

@@ -161,6 +161,7 @@ def test_mqtt_fails_past_the_deadline_or_on_another_payload(store: RunStore) -> 
     late = check(store, {"name": "a", "kind": "mqtt", "after": "leak1", "within": "30 s",
                          "topic": "sut/+/cdu1/alarm"})
     assert late.verdict == "fail" and late.evidence["messages_on_topic"] == 0
+    assert late.evidence["deadline_s"] == LEAK + 30 and "t" not in late.evidence
     assert "no message on sut/+/cdu1/alarm" in late.message
     other = check(store, {"name": "a", "kind": "mqtt", "topic": "sut/#",
                           "payload": {"alarm": "fire"}})
@@ -196,6 +197,7 @@ def test_modbus_write_value_and_range(store: RunStore) -> None:
     wrong = check(store, {"name": "v", "kind": "modbus_write", "point": "cdu1.valve_cmd",
                           "value": 0.5, "tolerance": 0.1})
     assert wrong.verdict == "fail" and wrong.evidence["values"] == [0.7, 0.0]
+    assert wrong.evidence["times"] == [100.0, 1230.0] and wrong.evidence["deadline_s"] == END
     assert "no write of cdu1.valve_cmd = 0.5 +/- 0.1" in wrong.message
 
 
