@@ -72,5 +72,5 @@ def test_missing_name_and_unknown_site(tmp_path: Path) -> None:
     path.write_text("racks:\n  per_cdu: 10\n")
     with pytest.raises(ConfigError, match="name: missing required field"):
         load_site(path)
-    with pytest.raises(ConfigError, match="known sites: .*reference-1mw"):
+    with pytest.raises(ConfigError, match=r"known sites: .*reference-1mw"):
         load_site("no-such-site")

@@ -9,6 +9,7 @@ sets the facility flow through the exchanger and so the TCS supply temperature.
 from __future__ import annotations
 
 import math
+
 from twin.controls import PI, Ramp
 from twin.points import Command
 from twin.site import CDU as CDUSpec
@@ -47,6 +48,7 @@ class CDUnit:
         self.leak_at = -1  # -1 = under the CDU, else the rack index within this CDU
         self.leaked_here = 0.0  # kg spilled under the CDU
         self.hx_fouling = 0.0  # fraction of UA lost
+        self.pump_failed = False  # pump trip or power loss
         self.primary_flow = 0.0  # kg/s, set by the facility hydraulics
         self.primary_in = initial_temp
         self.primary_out = initial_temp
@@ -126,8 +128,10 @@ class CDUnit:
     def step_thermal(self, dt: float) -> None:
         """Exchanger and TCS node for dt (s); the racks take ``supply_mean`` next."""
         s = self.spec
-        command = 0.0 if self.isolated else self.pump_cmd.value
+        command = 0.0 if self.isolated or self.pump_failed else self.pump_cmd.value
         speed = self.pump.update(command, dt)
+        if self.pump_failed:
+            speed = self.pump.position = 0.0
         suction = min(1.0, self.level_fraction / self.SUCTION_LOSS)
         self.secondary_flow = s.pump_flow * speed * suction
         self.pump_power = s.pump_power * speed ** 3

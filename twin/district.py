@@ -31,6 +31,7 @@ class DistrictSide:
         self.supply_temp = spec.supply_at_mild
         self.return_temp = spec.return_temperature
         self.return_offset = 0.0  # fault: network returns hotter (K)
+        self.demand_factor = 1.0  # fault: demand drop (0 = network lost)
         self.network_flow = 0.0  # kg/s
         self.tank_draw = 0.0  # kg/s through the tank to the network
         self.delivered = 0.0  # W
@@ -60,6 +61,7 @@ class DistrictSide:
         """Advance by dt with the network demand (W), supply setpoint (degC) and the heat
         pumps' condenser flow (kg/s) returning to the top at hp_temp (degC)."""
         spec = self.spec
+        demand *= self.demand_factor
         self.demand = demand
         self.supply_setpoint = setpoint
         t_ret = spec.return_temperature + self.return_offset
@@ -103,10 +105,8 @@ class DistrictSide:
             new[-1] += (m_net * CP_WATER * t_ret - m_hp * CP_WATER * bottom0) * h / c
             for i in range(n - 1):
                 # flow across the interface between layer i (above) and i+1 (below)
-                if down >= 0:
-                    q = down * CP_WATER * layers[i]
-                else:
-                    q = down * CP_WATER * layers[i + 1]
+                upwind = layers[i] if down >= 0 else layers[i + 1]
+                q = down * CP_WATER * upwind
                 new[i] -= q * h / c
                 new[i + 1] += q * h / c
             for i in range(n):

@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections import deque
 
 from twin.controls import Ramp
-from twin.points import Command
 from twin.errors import RefrigerantError
+from twin.points import Command
 from twin.refrigerant import CycleSpec, CycleState, cycle_map, envelope
 from twin.site import HeatPump as HeatPumpSpec
 from twin.thermal import mixed_node

@@ -258,7 +258,7 @@ class Twin:
         if not running and demand > hp_spec.min_speed_fraction:
             wanted = 1
         order = running + [h for h in available if not h.running]
-        for i, h in enumerate(self.heat_pumps):
+        for h in self.heat_pumps:
             h.enable.auto = 1.0 if h in order[:wanted] else 0.0
         share = demand / max(1, wanted)
         for h in self.heat_pumps:

@@ -84,9 +84,7 @@ class Point:
         if not self.writable:
             raise WriteRefused(self.id, f"point is a {self.kind.value}, not writable",
                                WriteRefused.ILLEGAL_ADDRESS)
-        if isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, int | float):
+        if isinstance(value, int | float):  # bool is an int
             number = float(value)
         else:
             raise WriteRefused(self.id, f"expected a number, got {type(value).__name__}",

@@ -41,6 +41,7 @@ class OutdoorTemperature:
         self.calendar = calendar
         self._rng = rng
         self._random = 0.0
+        self.extra_offset = 0.0  # heat-wave fault, K
         self.value = self._deterministic(0.0)
 
     def _deterministic(self, t_s: float) -> float:
@@ -50,14 +51,15 @@ class OutdoorTemperature:
                                                / YEAR_DAYS)
         daily = w.daily_amplitude * math.cos(2 * math.pi * (self.calendar.hour(t_s)
                                                             - w.warmest_hour) / 24.0)
-        return w.annual_mean + annual + daily + w.offset
+        return w.annual_mean + annual + daily + w.offset + self.extra_offset
 
     def update(self, t_s: float, dt_s: float) -> float:
         """Advance the random part by dt_s and return the outdoor temperature (degC)."""
-        tau = 3 * 3600.0
-        a = math.exp(-dt_s / tau)
-        sd = self.weather.random_sd
-        self._random = a * self._random + sd * math.sqrt(1 - a * a) * self._rng.standard_normal()
+        if dt_s > 0:
+            a = math.exp(-dt_s / (3 * 3600.0))  # weather systems last hours
+            sd = self.weather.random_sd
+            self._random = (a * self._random
+                            + sd * math.sqrt(1 - a * a) * self._rng.standard_normal())
         self.value = self._deterministic(t_s) + self._random
         return self.value
 

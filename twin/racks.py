@@ -34,6 +34,7 @@ class RackArray:
         self.liquid_heat = np.zeros(n)  # W
         self.throttle = np.ones(n)  # fraction of demanded power allowed
         self.on = np.ones(n, dtype=bool)
+        self.powered = np.ones(n, dtype=bool)  # electrical supply present
         self.off_since = np.full(n, -np.inf)
         self.leaked = np.zeros(n)  # water spilled at each rack, kg
         self.capacity = spec.heat_capacity
@@ -46,7 +47,7 @@ class RackArray:
         """
         s = self.spec
         demand = s.max_power * (s.idle_fraction + (1.0 - s.idle_fraction) * utilisation)
-        np.multiply(demand, self.throttle * self.on, out=self.power)
+        np.multiply(demand, self.throttle * (self.on & self.powered), out=self.power)
         np.multiply(self.power, s.liquid_fraction, out=self.liquid_heat)
         mcp = self.flow * CP_WATER
         self.temp, self.outlet = mixed_nodes(self.temp, self.capacity / dt, mcp, supply,

@@ -21,7 +21,7 @@ class SensorBank:
         self.seed = seed
         self.sensor_index = np.array([p.index for p in points if p.kind is Kind.SENSOR],
                                      dtype=np.int64)
-        sensors = [points._points[i] for i in self.sensor_index]  # noqa: SLF001
+        sensors = [points._points[i] for i in self.sensor_index]
         self._getters = [p.getter for p in sensors]
         n = len(sensors)
         self.noise_sd = np.array([p.noise_sd for p in sensors])

@@ -62,7 +62,7 @@ def _site_points(tw: Twin, pts: PointTable, temp: dict[str, float]) -> None:
                 tw.air.setpoint)
 
 
-def _cdu_points(tw: Twin, pts: PointTable, i: int, cdu, temp: dict[str, float]) -> None:  # noqa: ANN001
+def _cdu_points(tw: Twin, pts: PointTable, i: int, cdu, temp: dict[str, float]) -> None:
     n = cdu.name
     s = tw.site
     flow_noise = s.sensors.flow_noise
@@ -151,7 +151,7 @@ def _facility_points(tw: Twin, pts: PointTable, temp: dict[str, float]) -> None:
         pts.alarm(f"{n}.trip", "pump tripped", lambda p=p: float(p.tripped))
 
 
-def _heat_pump_points(pts: PointTable, hp, temp: dict[str, float]) -> None:  # noqa: ANN001
+def _heat_pump_points(pts: PointTable, hp, temp: dict[str, float]) -> None:
     n = hp.name
     pts.sensor(f"{n}.evap_in_temp", "degC", T_LO, T_HI, "evaporator entering water",
                lambda: hp.evap_in, **temp)

@@ -1,0 +1,181 @@
+"""Scenario files: a site, what happens when (faults) and what must then be seen (expect).
+
+Loading is safe (`rig.yamlsafe`: plain YAML only, size and alias expansion bounded);
+``include:`` files are fragments with more ``faults:`` and ``expect:`` entries and must
+stay inside the scenario's folder. Every problem is reported as
+``FILE:LINE: field.path: what is allowed``.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rig.configload import validate_data
+from rig.expect import Expectation
+from rig.faults import CATALOG, FaultContext, FaultSpec
+from rig.sites import site_path
+from rig.yamlsafe import LoadedYaml, load_yaml, resolve_include
+from twin.errors import ConfigError
+from twin.faults import FaultTargetError
+from twin.plant import Twin
+from twin.site import Site
+from twin.units import Duration
+
+MAX_SCENARIO_BYTES = 256 * 1024
+MAX_INCLUDES = 16
+PROTOCOL_TARGETS = ("modbus", "mqtt")
+
+
+class SystemsUnderTest(BaseModel):
+    """Reference systems the rig starts for a scenario (each a separate process)."""
+
+    model_config = ConfigDict(extra="forbid")
+    controller: Literal["reference", "no-isolate", "none"] = "none"
+    leak_detector: Literal["reference", "high-threshold", "none"] = "none"
+
+
+class Scenario(BaseModel):
+    """A scenario file."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+    description: str = ""
+    site: str = Field("reference-1mw", pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+    site_overrides: dict[str, Any] = Field(default_factory=dict)
+    weather: dict[str, Any] = Field(default_factory=dict)
+    it_load: dict[str, Any] = Field(default_factory=dict)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    start: datetime = datetime(2026, 1, 15, tzinfo=UTC)
+    duration: Duration = Field(gt=0, le=30 * 86400)
+    speed: Annotated[float, Field(gt=0, le=10000)] = 60.0
+    record_period: Duration = Field(1.0, gt=0, le=600)
+    include: list[str] = Field(default_factory=list, max_length=MAX_INCLUDES)
+    faults: list[FaultSpec] = Field(default_factory=list, max_length=200)
+    expect: list[Expectation] = Field(default_factory=list, max_length=500)
+    sut: SystemsUnderTest = SystemsUnderTest()
+
+
+class LoadedScenario:
+    """A validated scenario and the site it runs on."""
+
+    def __init__(self, path: Path, scenario: Scenario, site: Site) -> None:
+        self.path = path
+        self.scenario = scenario
+        self.site = site
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _with_includes(loaded: LoadedYaml, path: Path) -> dict[str, Any]:
+    data = loaded.data
+    if not isinstance(data, dict):
+        raise ConfigError([f"{loaded.where(())}: expected a mapping of scenario keys"])
+    includes = data.get("include") or []
+    if not isinstance(includes, list):
+        raise ConfigError([f"{loaded.where(('include',))}: include: expected a list of files"])
+    merged = dict(data)
+    for i, rel in enumerate(includes[:MAX_INCLUDES]):
+        where = loaded.where(("include", i))
+        if not isinstance(rel, str):
+            raise ConfigError([f"{where}: include[{i}]: expected a file name"])
+        target = resolve_include(path.parent, rel, where=where)
+        fragment = load_yaml(target, max_bytes=MAX_SCENARIO_BYTES).data or {}
+        if not isinstance(fragment, dict) or set(fragment) - {"faults", "expect"}:
+            raise ConfigError([f"{where}: include[{i}]: {rel} may only hold 'faults' and "
+                               "'expect' lists"])
+        for key in ("faults", "expect"):
+            items = fragment.get(key) or []
+            if not isinstance(items, list):
+                raise ConfigError([f"{target}:1: {key}: expected a list"])
+            merged[key] = list(merged.get(key) or []) + items
+    return merged
+
+
+def load_scenario(path: str | Path) -> LoadedScenario:
+    """Load, validate and cross-check a scenario file; raises ConfigError."""
+    path = Path(path)
+    loaded = load_yaml(path, max_bytes=MAX_SCENARIO_BYTES)
+    data = _with_includes(loaded, path)
+    scenario = validate_data(data, Scenario, source=str(path), locate=loaded.locate)
+    site = _site_for(scenario, loaded, path)
+    _cross_check(scenario, site, loaded)
+    return LoadedScenario(path, scenario, site)
+
+
+def _site_for(scenario: Scenario, loaded: LoadedYaml, path: Path) -> Site:
+    try:
+        site_file = site_path(scenario.site)
+    except ConfigError:
+        raise ConfigError([f"{loaded.where(('site',))}: site: no site named "
+                           f"'{scenario.site}' in sites/"]) from None
+    site_data = load_yaml(site_file).data
+    overrides = _merge(scenario.site_overrides, {
+        k: v for k, v in (("weather", scenario.weather), ("it_load", scenario.it_load)) if v})
+
+    def locate(field_path: tuple[str | int, ...]) -> tuple[int, int]:
+        head = field_path[:1]
+        key = "site_overrides"
+        if head and head[0] in ("weather", "it_load") and getattr(scenario, str(head[0])):
+            return loaded.locate(field_path)
+        return loaded.locate((key, *field_path))
+
+    return validate_data(_merge(site_data, overrides), Site,
+                         source=str(path), locate=locate)
+
+
+def _cross_check(scenario: Scenario, site: Site, loaded: LoadedYaml) -> None:
+    problems: list[str] = []
+    twin = Twin(site, seed=scenario.seed, start=scenario.start)
+    ctx = FaultContext(twin)
+    ids: set[str] = set()
+    for i, fault in enumerate(scenario.faults):
+        where = loaded.where(("faults", i))
+        if fault.id in ids:
+            problems.append(f"{where}: faults[{i}].id: duplicate fault id '{fault.id}'")
+        ids.add(fault.id)
+        if fault.at >= scenario.duration:
+            problems.append(f"{loaded.where(('faults', i, 'at'))}: faults[{i}].at: onset "
+                            f"{fault.at:g} s is not before the end of the run "
+                            f"({scenario.duration:g} s)")
+        kind = CATALOG[fault.kind]
+        if kind.category == "protocol":
+            devices = twin.points.devices()
+            if fault.target not in (*PROTOCOL_TARGETS, *devices):
+                problems.append(f"{loaded.where(('faults', i, 'target'))}: faults[{i}].target:"
+                                f" '{fault.target}' is not modbus, mqtt or a device")
+            continue
+        params = {name: getattr(fault, name) for name in kind.params}
+        try:
+            kind.apply(ctx, fault.target, **params)
+        except FaultTargetError as exc:
+            problems.append(f"{loaded.where(('faults', i, 'target'))}: faults[{i}].target: "
+                            f"{exc} ({kind.name} targets {kind.target})")
+    names: set[str] = set()
+    for i, exp in enumerate(scenario.expect):
+        where = loaded.where(("expect", i))
+        if exp.name in names:
+            problems.append(f"{where}: expect[{i}].name: duplicate name '{exp.name}'")
+        names.add(exp.name)
+        anchor = getattr(exp, "after", "start")
+        if anchor not in ("start", *ids):
+            problems.append(f"{loaded.where(('expect', i, 'after'))}: expect[{i}].after: "
+                            f"no fault '{anchor}' (known: start, {', '.join(sorted(ids))})")
+        point = getattr(exp, "point", None)
+        if point is not None and point not in twin.points:
+            problems.append(f"{loaded.where(('expect', i, 'point'))}: expect[{i}].point: "
+                            f"no such point '{point}' (see 'heatrig points {site.name}')")
+    if problems:
+        raise ConfigError(sorted(problems))
