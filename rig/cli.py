@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,6 +41,156 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_scenario(path: str) -> bool:
+    from rig.yamlsafe import load_yaml
+
+    p = Path(path)
+    if not p.is_file():
+        return False
+    data = load_yaml(p).data
+    return isinstance(data, dict) and bool({"faults", "expect", "sut", "duration"} & set(data))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Serve a site or a scenario live; for a scenario, exit 0 only if every verdict passes."""
+    from rig.live import LiveOptions, run_live
+    from rig.scenario import load_scenario
+    from rig.sites import load_site
+
+    scenario = None
+    if _is_scenario(args.target):
+        loaded = load_scenario(args.target)
+        scenario, site = loaded.scenario, loaded.site
+        speed = args.speed or scenario.speed
+        duration = args.duration or scenario.duration
+        seed = scenario.seed if args.seed is None else args.seed
+        start, record = scenario.start, scenario.record_period
+        controller, detector = scenario.sut.controller, scenario.sut.leak_detector
+        timeout = scenario.watchdog.timeout
+        fallback = scenario.watchdog.fallback
+        name = scenario.name
+    else:
+        site = load_site(args.target)
+        speed, duration = args.speed or 1.0, args.duration
+        seed = args.seed or 0
+        from twin.plant import DEFAULT_START
+        start, record, controller, detector = DEFAULT_START, 1.0, "none", "none"
+        timeout, fallback = 60.0, "safe"
+        name = site.name
+    if args.no_sut:
+        controller = detector = "none"
+    out = Path(args.out or f"runs/{name}")
+    options = LiveOptions(out_dir=out, speed=speed, duration_s=duration, slice_s=args.slice,
+                          policy=args.policy, mode=args.mode, modbus=args.modbus,
+                          mqtt=args.mqtt, seed=seed, start=start, record_period_s=record,
+                          watchdog_timeout_s=timeout, watchdog_fallback=fallback,
+                          status=not args.quiet, controller=controller,
+                          leak_detector=detector, source=args.target, influx=args.influx)
+    print(f"serving {site.name}: Modbus TCP on {args.modbus}, MQTT "
+          f"{args.mqtt or 'embedded broker on 127.0.0.1'}, speed {speed:g}x, run dir {out}",
+          file=sys.stderr)
+    summary = run_live(site, options, scenario)
+    from rig.summary import kpi_table
+
+    print(kpi_table(summary))
+    p = summary["performance"]
+    print(f"lateness p99 {p['lateness_p99_ms']:.1f} ms, max {p['lateness_max_ms']:.1f} ms")
+    if scenario is None:
+        return 0
+    for v in summary["verdicts"]:
+        print(f"{v['verdict'].upper():5}  {v['name']}: {v['message']}")
+    print(f"report: {summary['reports']['html']}")
+    return 0 if summary["passed"] else 1
+
+
+def cmd_points(args: argparse.Namespace) -> int:
+    """Print the point list of a site."""
+    from rig.live import LiveOptions, LiveRig
+    from rig.pointlist import point_list, render
+    from rig.sites import load_site
+
+    site = load_site(args.site)
+    rig = LiveRig(site, LiveOptions(out_dir=Path("runs")))  # builds the map, opens nothing
+    rows = point_list(rig.twin, rig.modbus_map, site.protocols.mqtt_prefix, site.name)
+    print(render(rows, args.format))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """List the runs under a folder."""
+    from rig.store import list_runs
+
+    rows = list_runs(Path(args.root))
+    if not rows:
+        print(f"no runs under {args.root}")
+    for r in rows:
+        print("  ".join(f"{k}={v}" for k, v in r.items()))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Print the KPIs and verdicts of a run."""
+    from rig.store import show
+
+    print(show(Path(args.run_dir)))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a recorded run to InfluxDB (credentials from the environment)."""
+    from rig.influx import InfluxTarget, export_run
+
+    target = InfluxTarget.from_url(args.influx, api=args.api, database=args.database,
+                                   org=args.org)
+    stats = export_run(Path(args.run_dir), target, restart=args.restart)
+    print(f"exported to {args.influx}: {stats}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate scenario files."""
+    from rig.scenario import load_scenario
+
+    for path in args.files:
+        loaded = load_scenario(path)
+        s = loaded.scenario
+        print(f"{path}: ok ({s.name}: {len(s.faults)} faults, {len(s.expect)} expectations,"
+              f" site {s.site})")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the JSON Schema of scenario (or site) files."""
+    import json
+
+    from rig.scenario import Scenario
+    from twin.site import Site
+
+    model = Site if args.kind == "site" else Scenario
+    print(json.dumps(model.model_json_schema(), indent=2))
+    return 0
+
+
+def cmd_faults(args: argparse.Namespace) -> int:
+    """List the fault catalog."""
+    from rig.faults import catalog_text
+
+    print(catalog_text())
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Reproduce a recorded run offline from its command log."""
+    from rig.replay import replay
+
+    out = Path(args.out or f"{args.run_dir.rstrip('/')}-replay")
+    summary = replay(Path(args.run_dir), out)
+    same = "identical to" if summary["identical"] else "DIFFERENT from"
+    print(f"replay in {out}: record {same} the original "
+          f"({summary['record_hash'][:16]} vs {summary['original_hash'][:16]})")
+    return 0 if summary["identical"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     parser = argparse.ArgumentParser(
@@ -58,6 +209,71 @@ def build_parser() -> argparse.ArgumentParser:
                      help="recording period, e.g. 10s (default 10 s)")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.set_defaults(func=cmd_sim)
+
+    run = sub.add_parser("run", help="serve a site or a scenario live over Modbus and MQTT")
+    run.add_argument("target", help="scenario file, site file or site name")
+    run.add_argument("--speed", type=float, help="simulated seconds per wall second "
+                     "(default: the scenario's, else 1)")
+    run.add_argument("--duration", type=_duration, help="simulated time (default: the "
+                     "scenario's, else until Ctrl-C)")
+    run.add_argument("--modbus", default="127.0.0.1:5020", help="Modbus TCP HOST:PORT "
+                     "(default 127.0.0.1:5020)")
+    run.add_argument("--mqtt", help="broker URL mqtt://HOST:PORT (default: an embedded "
+                     "broker on loopback)")
+    run.add_argument("--out", help="run directory (default runs/<scenario or site>)")
+    run.add_argument("--influx", help="forward to this InfluxDB while running (nothing is "
+                     "lost if it goes away; secrets from HEATRIG_INFLUX_*)")
+    run.add_argument("--seed", type=int, help="random seed")
+    run.add_argument("--slice", type=_duration, default=0.1, help="wall time per slice "
+                     "(default 100 ms)")
+    run.add_argument("--policy", choices=("warn", "skip", "halt"), default="warn",
+                     help="what to do when falling behind real time (default warn)")
+    run.add_argument("--mode", choices=("realtime", "stepped"), default="realtime",
+                     help="stepped: time advances only when a controller writes rig.step")
+    run.add_argument("--no-sut", action="store_true",
+                     help="do not start the scenario's reference systems")
+    run.add_argument("--quiet", action="store_true", help="no status line")
+    run.set_defaults(func=cmd_run)
+
+    points = sub.add_parser("points", help="list every point with its Modbus and MQTT address")
+    points.add_argument("site", help="site file or name")
+    points.add_argument("--format", choices=("csv", "json", "md"), default="md")
+    points.set_defaults(func=cmd_points)
+
+    runs = sub.add_parser("runs", help="list recorded runs")
+    runs.add_argument("root", nargs="?", default="runs")
+    runs.set_defaults(func=cmd_runs)
+
+    show = sub.add_parser("show", help="print the KPIs and verdicts of a run")
+    show.add_argument("run_dir")
+    show.set_defaults(func=cmd_show)
+
+    export = sub.add_parser("export", help="export a run to InfluxDB (nothing lost)")
+    export.add_argument("run_dir")
+    export.add_argument("--influx", required=True,
+                        help="InfluxDB URL, e.g. http://127.0.0.1:8086 (influx1:// or "
+                        "influx2:// to force the API); secrets from HEATRIG_INFLUX_*")
+    export.add_argument("--api", choices=("v1", "v2"), help="write API (default: detected)")
+    export.add_argument("--database", help="v1 database or v2 bucket (default heatrig)")
+    export.add_argument("--org", help="v2 organisation")
+    export.add_argument("--restart", action="store_true", help="ignore the checkpoint")
+    export.set_defaults(func=cmd_export)
+
+    check = sub.add_parser("check", help="validate scenario files")
+    check.add_argument("files", nargs="+")
+    check.set_defaults(func=cmd_check)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema for editors")
+    schema.add_argument("kind", nargs="?", choices=("scenario", "site"), default="scenario")
+    schema.set_defaults(func=cmd_schema)
+
+    faults = sub.add_parser("faults", help="list the fault catalog with parameters")
+    faults.set_defaults(func=cmd_faults)
+
+    rep = sub.add_parser("replay", help="reproduce a recorded run offline")
+    rep.add_argument("run_dir")
+    rep.add_argument("--out", help="where to write the replay (default RUN_DIR-replay)")
+    rep.set_defaults(func=cmd_replay)
     return parser
 
 
@@ -67,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("amqtt", "transitions", "pymodbus"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
@@ -76,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("heatrig: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        return 0
 
 
 if __name__ == "__main__":

@@ -52,7 +52,8 @@ def run_offline(site: Site, *, duration_s: float, out_dir: Path, seed: int = 0,
     if prepare is not None:
         prepare(twin)
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = manifest_for(site, seed=seed, start=start, mode="offline", source=source)
+    manifest = manifest_for(site, seed=seed, start=start, mode="offline", source=source,
+                            record_period_s=record_period_s)
     store = RunStore.create(out_dir, manifest, [p.describe() for p in twin.points])
     recorder = Recorder(twin, store, record_period_s)
     startup_s = time.perf_counter() - t_start

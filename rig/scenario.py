@@ -39,6 +39,14 @@ class SystemsUnderTest(BaseModel):
     leak_detector: Literal["reference", "high-threshold", "none"] = "none"
 
 
+class WatchdogSpec(BaseModel):
+    """Communication-loss watchdog of every controlled device (simulated seconds)."""
+
+    model_config = ConfigDict(extra="forbid")
+    timeout: Duration = Field(60.0, gt=0, le=86_400)
+    fallback: Literal["hold", "safe"] = "safe"
+
+
 class Scenario(BaseModel):
     """A scenario file."""
 
@@ -58,6 +66,7 @@ class Scenario(BaseModel):
     faults: list[FaultSpec] = Field(default_factory=list, max_length=200)
     expect: list[Expectation] = Field(default_factory=list, max_length=500)
     sut: SystemsUnderTest = SystemsUnderTest()
+    watchdog: WatchdogSpec = WatchdogSpec()
 
 
 class LoadedScenario:
