@@ -199,12 +199,14 @@ class LiveRig:
     def _apply_external(self) -> None:
         assert self.modbus is not None and self.mqtt is not None and self.recorder is not None
         t = self.twin.now
-        for w in self.modbus.apply_pending(self.twin):
-            if w.accepted:
-                self.recorder.record_command(t, w.point, w.value, "modbus")
-        for c in self.mqtt.apply_pending(self.twin):
-            if c.accepted and c.value is not None:
-                self.recorder.record_command(t, c.point, float(c.value), "mqtt")
+        applied = [(w.point, w.value, "modbus") for w in self.modbus.apply_pending(self.twin)
+                   if w.accepted]
+        applied += [(c.point, float(c.value), "mqtt") for c in self.mqtt.apply_pending(self.twin)
+                    if c.accepted and c.value is not None]
+        for point, value, source in applied:
+            self.recorder.record_command(t, point, value, source)
+            if point in self._hand_state:
+                self._hand_state[point] = value
 
     def _hand_values(self) -> dict[str, float]:
         return {p.id: p.getter() for p in self.twin.points
