@@ -127,7 +127,9 @@ class LiveRig:
 
     # -- set-up -------------------------------------------------------------------------
     def _add_rig_points(self) -> None:
-        add_rig_points(self.twin, lambda: self.achieved_speed, self.step_request)
+        add_rig_points(self.twin, lambda: self.achieved_speed, self.step_request,
+                       lambda: float(sum(self.watchdog.tripped.values())),
+                       lambda: float(sum(self.watchdog.trips.values())))
 
     def _scenario_manifest(self) -> dict[str, Any]:
         if self.scenario is None:

@@ -28,16 +28,23 @@ from twin.site import Site
 RIG_DEVICE = "rig"
 
 
-def add_rig_points(twin: Twin, speed: Any, step: Command) -> None:
-    """The rig's own points: simulated time, achieved speed, and the stepped-mode request.
+def add_rig_points(twin: Twin, speed: Any, step: Command,
+                   comm_lost: Any = lambda: 0.0, watchdog_trips: Any = lambda: 0.0) -> None:
+    """The rig's own points: simulated time, achieved speed, watchdog state and the
+    stepped-mode request.
 
-    ``speed`` is a zero-argument callable returning the achieved speed (-).
+    ``speed``, ``comm_lost`` and ``watchdog_trips`` are zero-argument callables returning
+    the achieved speed (-), the devices in communication loss now and the trips so far.
     """
     pts = twin.points
     pts.add(Point("rig.sim_time", RIG_DEVICE, Kind.STATUS, DType.FLOAT, "s", 0, 1e9,
                   "simulated time since the start of the run", lambda: twin.now))
     pts.add(Point("rig.speed", RIG_DEVICE, Kind.STATUS, DType.FLOAT, "1", 0, 1e5,
                   "achieved speed (simulated seconds per wall second)", speed))
+    pts.add(Point("rig.comm_lost", RIG_DEVICE, Kind.STATUS, DType.INT, "1", 0, 1000,
+                  "devices whose controller heartbeat is lost now", comm_lost))
+    pts.add(Point("rig.watchdog_trips", RIG_DEVICE, Kind.STATUS, DType.INT, "1", 0, 1e6,
+                  "communication-loss watchdog trips so far", watchdog_trips))
 
     def request_step(value: float) -> None:
         step.hand_value += value

@@ -92,9 +92,12 @@ class CDUnit:
         return 0.0 if self.isolated else self.valve.position
 
     # -- control -------------------------------------------------------------------
-    def control(self, dt: float) -> None:
-        """Built-in reference control: valve PI on the TCS supply temperature."""
-        self.valve_cmd.auto = self.valve_pid.update(self.setpoint.value, self.temp, dt)
+    def control(self, dt: float, measured_supply: float) -> None:
+        """Built-in reference control: valve PI on the measured TCS supply temperature
+        (degC), as a real CDU controller reads its own sensor; holds on a NaN reading."""
+        if measured_supply == measured_supply:  # not NaN
+            self.valve_cmd.auto = self.valve_pid.update(self.setpoint.value, measured_supply,
+                                                        dt)
 
     # -- physics -------------------------------------------------------------------
     def step_inventory(self, dt: float) -> tuple[float, float, float]:

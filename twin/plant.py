@@ -93,6 +93,7 @@ class Twin:
         from twin.wiring import register_points  # late import: wiring needs the Twin type
         register_points(self)
         self.sensors = SensorBank(self.points, seed)
+        self._supply_sensor = [self.sensors.position[f"{c.name}.supply_temp"] for c in self.cdus]
         self._profiles()
         self.sensors.sample(0.0, 0)
         self._energy_start = self.stored_energy()
@@ -273,8 +274,9 @@ class Twin:
         room = site.facility.plant_room_temperature
         # CDU controls and valves, then the facility hydraulics
         conductances = []
-        for cdu in self.cdus:
-            cdu.control(dt)
+        measured = self.sensors.values
+        for cdu, index in zip(self.cdus, self._supply_sensor, strict=True):
+            cdu.control(dt, float(measured[index]))
             cdu.valve.update(cdu.valve_cmd.value, dt)
             conductances.append(valve_conductance(site.cdus.valve_kv, cdu.valve_position()))
         hyd = self.hydraulics
