@@ -20,6 +20,24 @@ Connections beyond ``max_connections`` are closed as soon as they are accepted; 
 connection without a request for ``idle_timeout_s`` is closed. Requests and exception
 responses (by code) are counted for the status view (`ModbusServer.stats`).
 
+Protocol faults (`rig.faults`) go through ``ModbusServer.inject(kind, target=..., **params)``,
+which applies the fault at once and returns the function that clears it. ``target`` is
+``modbus`` (every unit id, also unknown ones) or a device name (its unit id):
+
+* ``modbus_exception(code)`` -- every request answers exception ``code``; the datastore is
+  not reached, so nothing is written;
+* ``modbus_latency(delay)`` -- each request waits ``delay`` wall seconds
+  (``asyncio.sleep``: the loop, and the simulation on it, keep running) before it is
+  served; the answer is computed after the wait. A request whose connection closed while
+  it waited gets no answer;
+* ``modbus_disconnect`` (target ``modbus`` only) -- every open connection is closed and new
+  ones are closed as soon as they are accepted;
+* ``modbus_frozen`` -- ``refresh`` leaves the unit's registers and bits as they were (the
+  last snapshot, written values included); writes are still accepted and applied.
+
+Faults of one kind may overlap: the largest delay and the most recent exception code of
+the faults covering a unit apply. Each effect is counted in ``stats()`` (``fault_*``).
+
 The datastore is a `pymodbus.datastore.ModbusServerContext` subclass: with 3.16 a context
 flagged ``old_simulator`` is served directly through its ``async_getValues`` and
 ``async_setValues``, which may return a `pymodbus.constants.ExcCodes` member; pymodbus
@@ -34,7 +52,7 @@ import logging
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +65,7 @@ from pymodbus.server.requesthandler import ServerRequestHandler
 
 from rig.modbus_map import FUNCTION_TABLES, ModbusMap, Table
 from twin.errors import PointError, WriteRefused
+from twin.faults import FaultTargetError
 
 if TYPE_CHECKING:
     from twin.plant import Twin
@@ -55,6 +74,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5020
+FAULT_KINDS = ("modbus_exception", "modbus_latency", "modbus_disconnect", "modbus_frozen")
+ALL_UNITS = "modbus"  # the fault target meaning every unit id
 
 
 def parse_endpoint(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
@@ -140,17 +161,30 @@ class RigContext(ModbusServerContext):
         self.refused_full = 0
         self.unknown_units = 0
         self.sim_time = math.nan
+        self.frozen: frozenset[int] = frozenset()  # units whose snapshot refresh keeps
+        self.frozen_reads = 0
         self._blocks = {(u, t): (off, size) for u, t, off, size in modbus_map.blocks()}
         self._regs: list[int] = [0] * modbus_map.register_count
         self._bits: list[bool] = [False] * modbus_map.bit_count
 
     def refresh(self, values: np.ndarray, sim_time: float) -> None:
-        """Encode a new snapshot from table-ordered values; pending writes stay visible."""
+        """Encode a new snapshot from table-ordered values; pending writes stay visible.
+
+        The blocks of ``frozen`` units keep what they held (modbus_frozen).
+        """
         if len(values) < len(self.map):
             raise ValueError(f"refresh: {len(values)} values for {len(self.map)} points")
         regs, bits = self.map.encode(values)
-        self._regs = regs.tolist()
-        self._bits = bits.tolist()
+        new_regs: list[int] = regs.tolist()
+        new_bits: list[bool] = bits.tolist()
+        if self.frozen:
+            for (unit, table), (off, size) in self._blocks.items():
+                if unit in self.frozen:
+                    old: list[Any] = self._bits if table.bits else self._regs
+                    new: list[Any] = new_bits if table.bits else new_regs
+                    new[off:off + size] = old[off:off + size]
+        self._regs = new_regs
+        self._bits = new_bits
         self.sim_time = float(sim_time)
         for write in self.pending:
             self._overlay(write)
@@ -183,6 +217,8 @@ class RigContext(ModbusServerContext):
         table, offset, size = found
         if count < 1 or address < 0 or address + count > size:
             return ExcCodes.ILLEGAL_ADDRESS
+        if device_id in self.frozen:
+            self.frozen_reads += 1
         image: list[Any] = self._bits if table.bits else self._regs
         return image[offset + address:offset + address + count]
 
@@ -215,17 +251,28 @@ class RigContext(ModbusServerContext):
 
 
 class _Handler(ServerRequestHandler):
-    """One client connection: enforces the connection cap and tracks activity."""
+    """One client connection: enforces the connection cap and tracks activity.
+
+    Each decoded request is queued with its address as it arrives and served by its own
+    task (pymodbus keeps only the last one in ``last_pdu``, which a request arriving while
+    another waits, e.g. under modbus_latency, would overwrite). Injected exceptions and
+    delays are applied here, before the datastore.
+    """
 
     def __init__(self, owner: _TcpServer) -> None:
         super().__init__(owner, None, owner.trace_pdu, None)
         self.rig = owner.rig
         self.last_active = time.monotonic()
+        self._requests: deque[tuple[ModbusPDU, tuple | None]] = deque()
 
     def callback_connected(self) -> None:
         super().callback_connected()
         self.last_active = time.monotonic()
-        if len(self.server.active_connections) > self.rig.config.max_connections:
+        if self.rig.fault_active("modbus_disconnect"):
+            self.rig.counters["fault_connections_refused"] += 1
+            log.info("modbus: connection refused (modbus_disconnect fault)")
+            self.close()
+        elif len(self.server.active_connections) > self.rig.config.max_connections:
             self.rig.counters["connections_refused"] += 1
             log.warning("modbus: connection refused, already %d connections",
                         self.rig.config.max_connections)
@@ -235,7 +282,36 @@ class _Handler(ServerRequestHandler):
 
     def callback_data(self, data: bytes, addr: tuple | None = None) -> int:
         self.last_active = time.monotonic()
-        return super().callback_data(data, addr)
+        used = super().callback_data(data, addr)  # schedules handle_request for a request
+        if self.last_pdu is not None:
+            self._requests.append((self.last_pdu, self.last_addr))
+        return used
+
+    async def handle_request(self) -> None:
+        """Serve the oldest queued request (one task per request, in arrival order)."""
+        if not self._requests:
+            return
+        pdu, addr = self._requests.popleft()
+        rig = self.rig
+        delay = rig.fault_delay(pdu.dev_id)
+        if delay > 0:
+            rig.counters["fault_delayed"] += 1
+            await asyncio.sleep(delay)
+            if not self.is_active():
+                return  # closed while waiting: nobody to answer
+        code = rig.fault_exception(pdu.dev_id)
+        if code is not None:
+            rig.counters["fault_exceptions"] += 1
+            response: ModbusPDU = ExceptionResponse(pdu.function_code, code)
+        else:
+            try:
+                response = await pdu.datastore_update(self.server.context, pdu.dev_id)
+            except Exception:
+                log.exception("modbus: datastore failed on %s", pdu)
+                response = ExceptionResponse(pdu.function_code, ExcCodes.DEVICE_FAILURE)
+        response.transaction_id = pdu.transaction_id
+        response.dev_id = pdu.dev_id
+        self.server_send(response, addr)
 
 
 class _TcpServer(ModbusTcpServer):
@@ -260,6 +336,7 @@ class ModbusServer:
         self.counters: Counter[str] = Counter()
         self.exceptions: Counter[int] = Counter()
         self.requests = 0
+        self._faults: tuple[_Fault, ...] = ()
         self._server: _TcpServer | None = None
         self._listener: asyncio.AbstractServer | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -324,6 +401,72 @@ class ModbusServer:
                     log.info("modbus: closing a connection idle for %.0f s", idle)
                     handler.close()
 
+    # -- protocol faults -------------------------------------------------------------------
+
+    def inject(self, kind: str, *, target: str = ALL_UNITS,
+               **params: Any) -> Callable[[], None]:
+        """Apply a protocol fault now (see the module docstring); returns its clear function.
+
+        Raises FaultTargetError for an unknown kind or target, ValueError for parameters.
+        Clearing twice does nothing.
+        """
+        if kind not in FAULT_KINDS:
+            raise FaultTargetError(f"modbus: unknown fault kind {kind!r}; the Modbus server "
+                                   f"takes {', '.join(FAULT_KINDS)}")
+        fault = _Fault(kind, target, self._fault_units(kind, target),
+                       **_fault_params(kind, params))
+        self._faults = (*self._faults, fault)
+        self._faults_changed()
+        log.warning("modbus: fault %s injected", fault)
+        if kind == "modbus_disconnect" and self._server is not None:
+            for handler in list(self._server.active_connections.values()):
+                self.counters["fault_connections_closed"] += 1
+                handler.close()
+
+        def clear() -> None:
+            if fault in self._faults:
+                self._faults = tuple(f for f in self._faults if f is not fault)
+                self._faults_changed()
+                log.warning("modbus: fault %s cleared", fault)
+
+        return clear
+
+    def fault_active(self, kind: str, unit_id: int | None = None) -> bool:
+        """True while a fault of ``kind`` covers ``unit_id`` (None: any unit)."""
+        return any(f.kind == kind and (unit_id is None or f.covers(unit_id))
+                   for f in self._faults)
+
+    def fault_delay(self, unit_id: int) -> float:
+        """Injected latency of a unit's responses (s; 0 without a modbus_latency fault)."""
+        return max((f.delay for f in self._faults
+                    if f.kind == "modbus_latency" and f.covers(unit_id)), default=0.0)
+
+    def fault_exception(self, unit_id: int) -> int | None:
+        """Exception code every request to a unit answers now, or None."""
+        for fault in reversed(self._faults):
+            if fault.kind == "modbus_exception" and fault.covers(unit_id):
+                return fault.code
+        return None
+
+    def _fault_units(self, kind: str, target: str) -> frozenset[int] | None:
+        if target == ALL_UNITS:
+            return None
+        if kind == "modbus_disconnect":
+            raise FaultTargetError(f"{kind}: target must be {ALL_UNITS!r} (connections are "
+                                   f"not per unit), not {target!r}")
+        if target not in self.map.unit_ids:
+            raise FaultTargetError(
+                f"{kind}: unknown target {target!r}; expected {ALL_UNITS!r} or a device "
+                f"served over Modbus ({', '.join(sorted(self.map.unit_ids))})")
+        return frozenset({self.map.unit_ids[target]})
+
+    def _faults_changed(self) -> None:
+        frozen: set[int] = set()
+        for fault in self._faults:
+            if fault.kind == "modbus_frozen":
+                frozen |= fault.units if fault.units is not None else set(self.map.devices)
+        self.context.frozen = frozenset(frozen)
+
     # -- the runner's calls ----------------------------------------------------------------
 
     def refresh(self, values: np.ndarray, sim_time: float) -> None:
@@ -357,11 +500,19 @@ class ModbusServer:
         return applied
 
     def stats(self) -> dict[str, Any]:
-        """Counters for the status view: requests, exceptions by code, connections, writes."""
+        """Counters for the status view: requests, exceptions by code, connections, writes,
+        and fault effects: ``fault_exceptions`` (answers replaced by an injected exception),
+        ``fault_delayed`` (requests held), ``fault_connections_closed`` /
+        ``fault_connections_refused`` (by modbus_disconnect), ``fault_frozen_reads`` (reads
+        served from a frozen snapshot); ``faults`` lists the active ones (kind@target)."""
         return {"requests": self.requests, "exceptions": dict(self.exceptions),
                 "connections": self.connections, "pending_writes": len(self.context.pending),
                 "queue_full": self.context.refused_full,
-                "unknown_unit": self.context.unknown_units, **self.counters}
+                "unknown_unit": self.context.unknown_units,
+                "fault_exceptions": 0, "fault_delayed": 0, "fault_connections_closed": 0,
+                "fault_connections_refused": 0, **self.counters,
+                "fault_frozen_reads": self.context.frozen_reads,
+                "faults": [str(f) for f in self._faults]}
 
     def _trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
         if not sending:
@@ -369,3 +520,42 @@ class ModbusServer:
         elif isinstance(pdu, ExceptionResponse):
             self.exceptions[pdu.exception_code] += 1
         return pdu
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class _Fault:
+    """One active protocol fault; ``units`` None covers every unit id."""
+
+    kind: str
+    target: str
+    units: frozenset[int] | None
+    code: int = 0
+    delay: float = 0.0
+
+    def covers(self, unit_id: int) -> bool:
+        return self.units is None or unit_id in self.units
+
+    def __str__(self) -> str:
+        return f"{self.kind}@{self.target}"
+
+
+def _fault_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Check a fault's parameters: ``code`` (1..255, default 6) or ``delay`` (s, > 0)."""
+    allowed = {"modbus_exception": {"code"}, "modbus_latency": {"delay"}}.get(kind, set())
+    extra = sorted(set(params) - allowed)
+    if extra:
+        raise ValueError(f"{kind}: unexpected parameter(s) {', '.join(extra)}")
+    if kind == "modbus_exception":
+        code = params.get("code", ExcCodes.DEVICE_BUSY)
+        if isinstance(code, bool) or not isinstance(code, int) or not 1 <= code <= 255:
+            raise ValueError(f"{kind}: code must be an integer 1..255, not {code!r}")
+        return {"code": int(code)}
+    if kind == "modbus_latency":
+        if "delay" not in params:
+            raise ValueError(f"{kind}: needs delay (s)")
+        delay = params["delay"]
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not (
+                math.isfinite(delay) and delay > 0):
+            raise ValueError(f"{kind}: delay must be a number of seconds > 0, not {delay!r}")
+        return {"delay": float(delay)}
+    return {}

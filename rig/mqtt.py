@@ -32,16 +32,42 @@ While the broker is unreachable, outbound messages wait in a bounded buffer (the
 dropped and counted); paho reconnects with exponential backoff and the commands topic is
 re-subscribed on every connect. No exception in a callback stops the network thread.
 Credentials come only from environment variables and are never logged.
+
+Protocol faults (`rig.faults`) go through ``inject(kind, target=..., **params)``, which
+applies the fault at once and returns the function that clears it. ``target`` is ``mqtt``
+(every device) or a device name (that device's telemetry). The telemetry faults act on
+telemetry messages only (alarms, replies and status are not touched), in this order:
+
+* ``mqtt_dropout`` -- the message is not published (counted ``suppressed``); ``seq`` still
+  advances, so subscribers see the gap;
+* ``mqtt_reorder`` -- a device's messages are swapped in pairs (seq 1, 0, 3, 2, ...); an
+  unpaired message waits for the next one or for the clear;
+* ``mqtt_duplicate`` -- the message is published twice (same payload, same seq);
+* ``mqtt_delay(delay)`` -- the message is held and published ``delay`` wall seconds later by
+  a small scheduler thread (the caller never sleeps); when the fault clears, that thread
+  publishes the backlog at once, in order, and a device's new messages queue behind its
+  backlog until it is gone (a backlog larger than paho's queue, twice ``queue_bound``,
+  loses the excess, counted as dropped).
+
+``broker_loss`` (target ``mqtt`` only) closes the socket without DISCONNECT, so the broker
+publishes the retained ``offline`` will, and stops the network thread: no reconnect until
+the fault is cleared, then it connects again as after a real outage (``online``, command
+topic subscribed, buffer flushed). Meanwhile publishes are buffered and dropped exactly as
+in an outage. Messages still held by a fault when the adapter closes count as dropped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 import json
 import logging
 import math
 import os
 import queue
+import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,6 +79,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from rig import topics
 from twin.errors import PointError, ServiceError, WriteRefused
+from twin.faults import FaultTargetError
 from twin.points import DType, Kind, PointTable
 
 if TYPE_CHECKING:
@@ -69,6 +96,8 @@ COMMAND_KEYS = frozenset({"value", "id"})
 MAX_ID_CHARS = 128
 ECHO_STR_CHARS = 64
 MAX_PAHO_QUEUE = 65_000  # paho message ids are 16-bit: more QoS 1 messages would collide
+FAULT_KINDS = ("mqtt_dropout", "mqtt_delay", "mqtt_duplicate", "mqtt_reorder", "broker_loss")
+ALL_DEVICES = "mqtt"  # the fault target meaning every device
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,7 +364,19 @@ class MqttAdapter:
         self._stats_lock = threading.Lock()
         self._stats = {"sent": 0, "published": 0, "dropped": 0, "telemetry": 0, "alarms": 0,
                        "commands_accepted": 0, "commands_refused": 0, "commands_applied": 0,
-                       "connects": 0, "reconnects": 0, "disconnects": 0, "callback_errors": 0}
+                       "connects": 0, "reconnects": 0, "disconnects": 0, "callback_errors": 0,
+                       "suppressed": 0, "delayed": 0, "duplicated": 0, "reordered": 0,
+                       "broker_losses": 0}
+        # protocol faults: the active ones (replaced, never mutated), messages they hold
+        self._faults: tuple[_Fault, ...] = ()
+        self._reorder_held: dict[str, tuple[str, bytes]] = {}  # device -> (topic, payload)
+        self._delayed: list[tuple[float, int, str, str, bytes]] = []  # heap: due, n, dev, ...
+        self._delayed_n = 0
+        self._delayed_by_device: dict[str, int] = {}  # messages in the heap per device
+        self._delay_cond = threading.Condition()
+        self._scheduler: threading.Thread | None = None
+        self._lost = False  # broker_loss active (guarded by _out_lock)
+        self._loss_stopped = False  # the network thread was stopped for it
         self._client = self._make_client()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -421,6 +462,7 @@ class MqttAdapter:
                 self._count("dropped", len(self._buffer))
                 self._buffer.clear()
         self._connected_event.clear()
+        self._stop_scheduler()
         log.info("mqtt: closed (%s)", self.stats())
 
     def __enter__(self) -> MqttAdapter:
@@ -433,11 +475,18 @@ class MqttAdapter:
         """Counters: sent (handed to paho, status included), published (confirmed: PUBACK at
         QoS 1, written at QoS 0), dropped,
         queued (buffered now), telemetry and alarm messages, commands accepted, refused and
-        applied, connects, reconnects, disconnects, callback errors, and ``connected``."""
+        applied, connects, reconnects, disconnects, callback errors, and ``connected``.
+
+        Fault effects: ``suppressed`` (telemetry not published, mqtt_dropout), ``delayed``,
+        ``duplicated`` (extra copies), ``reordered`` (pairs swapped), ``broker_losses``,
+        ``held`` (messages a fault holds now) and ``faults`` (active ones, kind@target)."""
         with self._stats_lock:
             out: dict[str, Any] = dict(self._stats)
         out["queued"] = len(self._buffer)
         out["connected"] = self._connected
+        with self._delay_cond:
+            out["held"] = len(self._delayed) + len(self._reorder_held)
+        out["faults"] = [str(f) for f in self._faults]
         return out
 
     def _count(self, key: str, n: int = 1) -> None:
@@ -475,7 +524,10 @@ class MqttAdapter:
             self._seq[device] = seq + 1
             payload = json.dumps({"t": sim_time, "ts": clock_iso, "seq": seq,
                                   "values": encoded}, separators=(",", ":")).encode()
-            self._publish(self._telemetry(device), payload)
+            if self._faults or self._delayed_by_device:  # a fault, or a delayed backlog
+                self._faulty_telemetry(device, self._telemetry(device), payload)
+            else:
+                self._publish(self._telemetry(device), payload)
             sent += 1
             for pid in self._alarm_ids.get(device, ()):
                 value = encoded.get(pid)
@@ -517,6 +569,202 @@ class MqttAdapter:
         if topic is None:
             topic = topics.reply(self.config.prefix, self.config.site, device)
         return topic
+
+    # -- protocol faults ----------------------------------------------------------------
+
+    def inject(self, kind: str, *, target: str = ALL_DEVICES,
+               **params: Any) -> Callable[[], None]:
+        """Apply a protocol fault now (see the module docstring); returns its clear function.
+
+        Call from the runner's thread (the one publishing telemetry). Raises
+        FaultTargetError for an unknown kind or target, ValueError for parameters.
+        Clearing twice does nothing.
+        """
+        if kind not in FAULT_KINDS:
+            raise FaultTargetError(f"mqtt: unknown fault kind {kind!r}; the MQTT adapter "
+                                   f"takes {', '.join(FAULT_KINDS)}")
+        fault = _Fault(kind, target, self._fault_devices(kind, target),
+                       _fault_delay(kind, params))
+        self._faults = (*self._faults, fault)
+        log.warning("mqtt: fault %s injected", fault)
+        if kind == "mqtt_delay":
+            self._start_scheduler()
+        elif kind == "broker_loss":
+            self._lose_broker()
+
+        def clear() -> None:
+            if fault not in self._faults:
+                return
+            self._faults = tuple(f for f in self._faults if f is not fault)
+            log.warning("mqtt: fault %s cleared", fault)
+            if kind == "mqtt_reorder":
+                self._release_reordered()
+            elif kind == "mqtt_delay":
+                self._release_delayed()
+            elif kind == "broker_loss" and not self._active("broker_loss"):
+                self._restore_broker()
+
+        return clear
+
+    def _fault_devices(self, kind: str, target: str) -> frozenset[str] | None:
+        if target == ALL_DEVICES:
+            return None
+        if kind == "broker_loss":
+            raise FaultTargetError(f"{kind}: target must be {ALL_DEVICES!r} (the connection "
+                                   f"is shared by every device), not {target!r}")
+        if target not in self._telemetry_topic:
+            raise FaultTargetError(
+                f"{kind}: unknown target {target!r}; expected {ALL_DEVICES!r} or a device "
+                f"({', '.join(sorted(self._telemetry_topic))})")
+        return frozenset({target})
+
+    def _active(self, kind: str, device: str | None = None) -> _Fault | None:
+        """The most recent active fault of ``kind`` covering ``device`` (None: any)."""
+        for fault in reversed(self._faults):
+            if fault.kind == kind and (device is None or fault.covers(device)):
+                return fault
+        return None
+
+    def _faulty_telemetry(self, device: str, topic: str, payload: bytes) -> None:
+        """Publish one telemetry message through the active faults (caller's thread)."""
+        if self._active("mqtt_dropout", device):
+            self._count("suppressed")
+            return
+        if self._active("mqtt_reorder", device):
+            with self._delay_cond:
+                held = self._reorder_held.pop(device, None)
+                if held is None:
+                    self._reorder_held[device] = (topic, payload)
+                    return
+            self._count("reordered")
+            self._after_reorder(device, topic, payload)
+            self._after_reorder(device, *held)
+            return
+        self._after_reorder(device, topic, payload)
+
+    def _after_reorder(self, device: str, topic: str, payload: bytes) -> None:
+        """Duplicate and delay one message, then publish it (or leave it to the scheduler)."""
+        copies = 1
+        if self._active("mqtt_duplicate", device):
+            copies = 2
+            self._count("duplicated")
+        delays = [f.delay for f in self._faults if f.kind == "mqtt_delay" and f.covers(device)]
+        due = time.monotonic() + max(delays, default=0.0)
+        with self._delay_cond:
+            queued = bool(delays) or self._delayed_by_device.get(device, 0) > 0
+            if queued:  # delayed, or behind the device's backlog
+                for _ in range(copies):
+                    self._delayed_n += 1
+                    heapq.heappush(self._delayed, (due, self._delayed_n, device, topic, payload))
+                self._delayed_by_device[device] = self._delayed_by_device.get(device, 0) + copies
+                self._delay_cond.notify()
+        if delays:
+            self._count("delayed", copies)
+        if not queued:
+            for _ in range(copies):
+                self._publish(topic, payload)
+
+    def _release_reordered(self) -> None:
+        """Publish the unpaired messages of devices no longer reordered."""
+        with self._delay_cond:
+            free = [d for d in self._reorder_held if not self._active("mqtt_reorder", d)]
+            released = [(d, *self._reorder_held.pop(d)) for d in free]
+        for device, topic, payload in released:
+            self._after_reorder(device, topic, payload)
+
+    def _release_delayed(self) -> None:
+        """Make what is held for devices no longer delayed due now (the scheduler sends it)."""
+        now = time.monotonic()
+        with self._delay_cond:
+            self._delayed = [
+                (min(due, now), n, device, topic, payload) if not self._active(
+                    "mqtt_delay", device) else (due, n, device, topic, payload)
+                for due, n, device, topic, payload in self._delayed]
+            heapq.heapify(self._delayed)
+            self._delay_cond.notify()
+
+    def _start_scheduler(self) -> None:
+        if self._scheduler is not None:
+            return
+        self._scheduler = threading.Thread(target=self._run_scheduler, daemon=True,
+                                           name=f"heatrig-mqtt-delay-{self.config.site}")
+        self._scheduler.start()
+
+    def _stop_scheduler(self) -> None:
+        with self._delay_cond:
+            held = len(self._delayed) + len(self._reorder_held)
+            self._delayed.clear()
+            self._delayed_by_device.clear()
+            self._reorder_held.clear()
+            self._delay_cond.notify()
+        if held:
+            self._count("dropped", held)
+        thread, self._scheduler = self._scheduler, None
+        if thread is not None:
+            thread.join(5.0)
+
+    def _run_scheduler(self) -> None:
+        """Publish delayed messages when due (the mqtt_delay thread).
+
+        A due batch is published outside the lock; its messages count as the device's
+        backlog until sent, so that a new message cannot overtake them.
+        """
+        batch: list[tuple[str, str, bytes]] = []
+        while True:
+            with self._delay_cond:
+                for device, _, _ in batch:
+                    left = self._delayed_by_device.get(device, 0) - 1
+                    if left > 0:
+                        self._delayed_by_device[device] = left
+                    else:
+                        self._delayed_by_device.pop(device, None)
+                batch = []
+                while not self._closing:
+                    now = time.monotonic()
+                    if self._delayed and self._delayed[0][0] <= now:
+                        break
+                    self._delay_cond.wait(self._delayed[0][0] - now if self._delayed else None)
+                if self._closing:
+                    return
+                while self._delayed and self._delayed[0][0] <= now:
+                    _, _, device, topic, payload = heapq.heappop(self._delayed)
+                    batch.append((device, topic, payload))
+            for _, topic, payload in batch:
+                try:
+                    self._publish(topic, payload)
+                except Exception:
+                    log.exception("mqtt: delayed message on %s not published", topic)
+
+    def _lose_broker(self) -> None:
+        """Drop the connection without DISCONNECT (the broker sends the will); see
+        ``_on_disconnect`` for how the network thread is kept from reconnecting."""
+        with self._out_lock:
+            was = self._connected
+            self._connected = False
+            self._lost = True
+        self._connected_event.clear()
+        self._count("broker_losses")
+        if was:
+            self._count("disconnects")
+        self._drop_socket()
+
+    def _drop_socket(self) -> None:
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # paho sees the loss; no DISCONNECT sent
+
+    def _restore_broker(self) -> None:
+        """End a broker_loss: start the network thread again if it was stopped."""
+        with self._out_lock:
+            self._lost = False
+            restart, self._loss_stopped = self._loss_stopped, False
+        if restart and not self._closing:
+            self._client.loop_stop()  # joins the old thread if it is still on its way out
+            a = self.address
+            self._client.connect_async(a.host, a.port, keepalive=self.config.keepalive_s)
+            self._client.loop_start()
+            log.info("mqtt: reconnecting to %s:%d after broker_loss", a.host, a.port)
 
     # -- commands -----------------------------------------------------------------------
 
@@ -664,6 +912,9 @@ class MqttAdapter:
             self._last_error = f"connection refused: {reason_code}"
             log.error("mqtt: broker refused the connection: %s", reason_code)
             return
+        if self._lost:  # a reconnect that was under way when broker_loss began
+            self._drop_socket()
+            return
         with self._stats_lock:
             self._stats["connects"] += 1
             if self._stats["connects"] > 1:
@@ -688,10 +939,16 @@ class MqttAdapter:
         with self._out_lock:
             was = self._connected
             self._connected = False
+            lost = self._lost and not self._closing
+            if lost:
+                self._loss_stopped = True
         self._connected_event.clear()
         if was:
             self._count("disconnects")
-        if self._closing:
+        if lost:
+            client.loop_stop()  # on the network thread: it ends instead of reconnecting
+            log.warning("mqtt: broker_loss: disconnected, no reconnect until cleared")
+        elif self._closing:
             log.debug("mqtt: disconnected")
         elif was:
             log.warning("mqtt: connection lost (%s); reconnecting with backoff", reason_code)
@@ -702,3 +959,35 @@ class MqttAdapter:
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         self._handle_command(message.topic, message.payload, bool(message.retain))
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class _Fault:
+    """One active protocol fault; ``devices`` None covers every device."""
+
+    kind: str
+    target: str
+    devices: frozenset[str] | None
+    delay: float = 0.0
+
+    def covers(self, device: str) -> bool:
+        return self.devices is None or device in self.devices
+
+    def __str__(self) -> str:
+        return f"{self.kind}@{self.target}"
+
+
+def _fault_delay(kind: str, params: Mapping[str, Any]) -> float:
+    """Check a fault's parameters; only mqtt_delay takes one, ``delay`` (s, > 0)."""
+    extra = sorted(set(params) - ({"delay"} if kind == "mqtt_delay" else set()))
+    if extra:
+        raise ValueError(f"{kind}: unexpected parameter(s) {', '.join(extra)}")
+    if kind != "mqtt_delay":
+        return 0.0
+    if "delay" not in params:
+        raise ValueError(f"{kind}: needs delay (s)")
+    delay = params["delay"]
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or not (
+            math.isfinite(delay) and delay > 0):
+        raise ValueError(f"{kind}: delay must be a number of seconds > 0, not {delay!r}")
+    return float(delay)
