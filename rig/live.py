@@ -40,6 +40,7 @@ from rig.report import write_reports
 from rig.store import RunStore
 from rig.summary import build_summary, write_summary
 from rig.watchdog import Watchdog
+from twin.errors import ServiceError
 from twin.plant import DEFAULT_START, Twin
 from twin.points import Command, Kind
 from twin.site import Site
@@ -115,6 +116,7 @@ class LiveRig:
         self.recorder: Recorder | None = None
         self.suts: dict[str, subprocess.Popen[bytes]] = {}
         self.forwarder: Forwarder | None = None
+        self.export_error: str | None = None
         self.mqtt_url = ""
         self.stop_requested = False
         self._hand_state: dict[str, float] = {}
@@ -150,8 +152,7 @@ class LiveRig:
                                      [p.describe() for p in self.twin.points])
         self.recorder = Recorder(self.twin, self.store, opt.record_period_s)
         if opt.influx:
-            self.forwarder = Forwarder(self.store, InfluxTarget.from_url(opt.influx))
-            self.forwarder.start()
+            self._start_forwarder(opt.influx)
         prefix = self.site.protocols.mqtt_prefix
         rows = point_list(self.twin, self.modbus_map, prefix, self.site.name)
         (opt.out_dir / "points.json").write_text(render(rows, "json"))
@@ -172,6 +173,19 @@ class LiveRig:
         self.twin.every(self.site.sensors.period, self._publish)
         self._hand_state = self._hand_values()
         self._start_suts(prefix)
+
+    def _start_forwarder(self, url: str) -> None:
+        """Forward to InfluxDB; when that cannot start, say why and keep recording locally."""
+        assert self.store is not None
+        try:
+            forwarder = Forwarder(self.store, InfluxTarget.from_url(url))
+            forwarder.start()
+        except (ServiceError, ValueError) as exc:
+            self.export_error = str(exc)
+            log.error("InfluxDB export disabled, the run keeps recording locally: %s", exc)
+            self.twin.emit(RIG_DEVICE, "export_error", str(exc))
+            return
+        self.forwarder = forwarder
 
     def _start_suts(self, prefix: str) -> None:
         opt = self.opt
@@ -295,11 +309,6 @@ class LiveRig:
             await self.modbus.stop()
         assert self.store is not None and self.recorder is not None
         self.recorder.close()
-        export: dict[str, Any] = {}
-        if self.forwarder is not None:
-            stats = self.forwarder.stop(drain=True)
-            export = {"influx": self.opt.influx, "stats": str(stats),
-                      "error": str(self.forwarder.error) if self.forwarder.error else None}
         stats = self.pacer.stats
         performance = {
             "lateness_p50_ms": stats.percentile_ms(50), "lateness_p99_ms": stats.percentile_ms(99),
@@ -310,29 +319,36 @@ class LiveRig:
         summary = build_summary(self.twin, wall_s=wall_s, extra_performance=performance,
                                 mode=f"live-{self.opt.mode}", run_dir=str(self.opt.out_dir),
                                 policy=self.opt.policy, error=error,
-                                modbus=modbus_stats, mqtt=_plain(mqtt_stats), export=export,
+                                modbus=modbus_stats, mqtt=_plain(mqtt_stats),
                                 faults=[_fault_row(f) for f in self.faults])
+        self.store.write_kpis(summary["kpis"])
         if self.scenario is not None:
-            summary["scenario"] = self.scenario.name
-            verdicts = evaluate(self.scenario.expect, self.store,
-                                {f.spec.id: f.onset_s for f in self.faults}, self.twin.now)
-            summary["kpis_for_verdicts"] = True
-            self.store.write_kpis(summary["kpis"])
-            for v in verdicts:
-                self.store.write_verdict(v.name, v.verdict, v.evidence)
-            reports = write_reports(self.opt.out_dir, self.scenario.name, verdicts, self.store,
-                                    [_fault_row(f) for f in self.faults], summary["kpis"])
-            summary["verdicts"] = [v.as_dict() for v in verdicts]
-            summary["passed"] = all(v.verdict == "pass" for v in verdicts)
-            summary["reports"] = {k: str(p) for k, p in reports.items()}
-            del summary["kpis_for_verdicts"]
-        else:
-            self.store.write_kpis(summary["kpis"])
+            self._verdicts(summary)
         self.store.flush()
+        summary["export"] = {"influx": self.opt.influx, "error": self.export_error}
+        if self.forwarder is not None:  # after the last write, so everything is exported
+            export_stats = self.forwarder.stop(drain=True)
+            summary["export"].update(stats=str(export_stats), error=(
+                str(self.forwarder.error) if self.forwarder.error else None))
         summary["record_hash"] = data_hash(self.store)
         self.store.close()
         write_summary(self.opt.out_dir, summary)
         return summary
+
+    def _verdicts(self, summary: dict[str, Any]) -> None:
+        """Evaluate the scenario's expectations; store verdicts and write the reports."""
+        assert self.store is not None and self.scenario is not None
+        faults = [_fault_row(f) for f in self.faults]
+        verdicts = evaluate(self.scenario.expect, self.store,
+                            {f.spec.id: f.onset_s for f in self.faults}, self.twin.now)
+        for v in verdicts:
+            self.store.write_verdict(v.name, v.verdict, v.evidence)
+        reports = write_reports(self.opt.out_dir, self.scenario.name, verdicts, self.store,
+                                faults, summary["kpis"])
+        summary["scenario"] = self.scenario.name
+        summary["verdicts"] = [v.as_dict() for v in verdicts]
+        summary["passed"] = all(v.verdict == "pass" for v in verdicts)
+        summary["reports"] = {k: str(p) for k, p in reports.items()}
 
     def _stop_suts(self) -> None:
         for proc in self.suts.values():
