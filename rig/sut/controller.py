@@ -493,6 +493,8 @@ class Controller:
                     self.cycle()
                 except LinkLost as exc:
                     connected, why = False, str(exc)
+                    if self.stop.is_set():
+                        break  # the rig is going down with us
                     if not lost:
                         log.warning("lost the rig at %s: %s", self.link.where, exc)
                     lost = True
