@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# A leak scenario served live (embedded MQTT broker, Modbus on 127.0.0.1:5020) with the
+# reference controller and leak detector at 60x real time; prints verdicts and the report.
 run: $(STAMP)
-	$(BIN)/heatrig sim sites/reference-1mw.yaml --duration 24h --out runs/reference-day
+	$(BIN)/heatrig run scenarios/cdu-leak.yaml --out runs/cdu-leak
 
 # Installs the real servers the integration tests start (Debian packages), when missing.
 services:

@@ -79,6 +79,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         name = site.name
     if args.no_sut:
         controller = detector = "none"
+    controller = args.controller or controller
+    detector = args.leak_detector or detector
     out = Path(args.out or f"runs/{name}")
     options = LiveOptions(out_dir=out, speed=speed, duration_s=duration, slice_s=args.slice,
                           policy=args.policy, mode=args.mode, modbus=args.modbus,
@@ -232,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stepped: time advances only when a controller writes rig.step")
     run.add_argument("--no-sut", action="store_true",
                      help="do not start the scenario's reference systems")
+    run.add_argument("--controller", choices=("reference", "no-isolate", "none"),
+                     help="reference plant controller to start (overrides the scenario)")
+    run.add_argument("--leak-detector", choices=("reference", "high-threshold", "none"),
+                     help="reference leak detector to start (overrides the scenario)")
     run.add_argument("--quiet", action="store_true", help="no status line")
     run.set_defaults(func=cmd_run)
 

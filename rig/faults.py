@@ -75,7 +75,7 @@ class FaultKind:
 def _kinds() -> list[FaultKind]:
     req = ...
     return [
-        FaultKind("leak", "physical", "coolant leak", "cduN, cduN.rackMM or facility",
+        FaultKind("leak", "physical", "coolant leak", "cduN, cduN.rackMM, cduN.piping or facility",
                   _twin(tf.leak), {"rate": (Annotated[MassFlow, Field(gt=0, le=50)], req)}),
         FaultKind("pump_trip", "physical", "pump trips", "facility.pumpN or cduN",
                   _twin(tf.pump_trip)),

@@ -169,7 +169,8 @@ class LiveRig:
         self.mqtt = MqttAdapter(config, self.twin.points).start(wait_s=10.0)
         self.ctx.adapters["mqtt"] = self.mqtt
         self.observer = Observer(self.mqtt_url, [
-            f"{topics.base(prefix, self.site.name)}/{SUT_FILTER}"]).start()
+            f"{topics.base(prefix, self.site.name)}/{SUT_FILTER}",
+            topics.status(prefix, self.site.name)]).start()
         self.twin.every(self.site.sensors.period, self._publish)
         self._hand_state = self._hand_values()
         self._start_suts(prefix)

@@ -22,7 +22,6 @@ from rig.sites import site_path
 from rig.yamlsafe import LoadedYaml, load_yaml, resolve_include
 from twin.errors import ConfigError
 from twin.faults import FaultTargetError
-from twin.plant import Twin
 from twin.site import Site
 from twin.units import Duration
 
@@ -146,8 +145,11 @@ def _site_for(scenario: Scenario, loaded: LoadedYaml, path: Path) -> Site:
 
 
 def _cross_check(scenario: Scenario, site: Site, loaded: LoadedYaml) -> None:
+    from rig.live import LiveOptions, LiveRig  # the live point table: rig points, heartbeats
+
     problems: list[str] = []
-    twin = Twin(site, seed=scenario.seed, start=scenario.start)
+    twin = LiveRig(site, LiveOptions(out_dir=Path("."), seed=scenario.seed,
+                                     start=scenario.start)).twin
     ctx = FaultContext(twin)
     ids: set[str] = set()
     for i, fault in enumerate(scenario.faults):

@@ -45,7 +45,7 @@ class CDUnit:
         self.valve_pid.preset(0.5)
         self.makeup_open = False
         self.leak_rate = 0.0  # kg/s at fill pressure, set by a leak fault
-        self.leak_at = -1  # -1 = under the CDU, else the rack index within this CDU
+        self.leak_at = -1  # -1 under the CDU, -2 in its piping, else the rack index in it
         self.leaked_here = 0.0  # kg spilled under the CDU
         self.hx_fouling = 0.0  # fraction of UA lost
         self.pump_failed = False  # pump trip or power loss
@@ -107,10 +107,11 @@ class CDUnit:
         """
         s = self.spec
         pressure_ratio = min(1.5, self.pressure / s.fill_pressure)
-        self.leak_flow = self.leak_rate * math.sqrt(pressure_ratio)
+        # isolation closes the valves around the leaking section, which stops the leak
+        self.leak_flow = 0.0 if self.isolated else self.leak_rate * math.sqrt(pressure_ratio)
         lost = min(self.leak_flow * dt, self.reservoir_mass)
         self.reservoir_mass -= lost
-        if self.leak_at < 0:
+        if self.leak_at == -1:  # under the CDU, where its spot sensor is
             self.leaked_here += lost
         leak_energy = lost * CP_WATER * self.temp
         level = self.level_fraction

@@ -42,7 +42,7 @@ class DryCoolerUnit:
         self.fan_power = s.fan_power * speed ** 3
         ua = s.ua * (s.natural_ua_fraction + (1 - s.natural_ua_fraction) * speed ** 0.6)
         c_air = max(0.05, speed) * s.air_flow * CP_AIR
-        duty = exchanger_duty(ua, self.flow * CP_WATER, c_air, self.temp, t_out,
+        duty = exchanger_duty(ua, self.flow * CP_WATER, c_air, self.inlet, t_out,
                               counterflow=False)
         self.bypassed = duty < 0.0
         self.duty = max(0.0, duty)

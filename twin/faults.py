@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from twin.plant import Twin
 
 Clear = Callable[[], None]
+PIPING = -2  # a leak in the TCS piping, away from every spot sensor
 
 
 class FaultTargetError(HeatrigError, ValueError):
@@ -31,10 +32,13 @@ def _cdu(tw: Twin, target: str) -> tuple[int, CDUnit, int]:
         if cdu.name == name:
             if not rack:
                 return i, cdu, -1
+            if rack == "piping":
+                return i, cdu, PIPING
             per = tw.site.racks.per_cdu
             if rack.startswith("rack") and rack[4:].isdigit() and 1 <= int(rack[4:]) <= per:
                 return i, cdu, int(rack[4:]) - 1
-            raise FaultTargetError(f"{target}: {name} has racks rack01..rack{per:02d}")
+            raise FaultTargetError(f"{target}: {name} has racks rack01..rack{per:02d} "
+                                   "and piping")
     names = ", ".join(c.name for c in tw.cdus)
     raise FaultTargetError(f"{target}: no such CDU (known: {names})")
 
@@ -48,7 +52,8 @@ def _by_name(items: list, target: str, what: str):
 
 
 def leak(tw: Twin, target: str, rate: float) -> Clear:
-    """Coolant leak of ``rate`` kg/s at a CDU, a rack (``cdu1.rack03``) or ``facility``."""
+    """Coolant leak of ``rate`` kg/s at a CDU, a rack (``cdu1.rack03``), a CDU's piping away
+    from any spot sensor (``cdu1.piping``) or the ``facility`` loop."""
     if target == "facility":
         hyd = tw.hydraulics
         hyd.leak_rate += rate
