@@ -296,7 +296,7 @@ class LiveRig:
         return summary
 
     async def _teardown(self, wall_s: float, total_s: float, error: str | None) -> dict[str, Any]:
-        self._stop_suts()
+        await self._stop_suts()
         if self.observer is not None:
             self._record_observed()
             self.observer.close()
@@ -351,14 +351,17 @@ class LiveRig:
         summary["passed"] = all(v.verdict == "pass" for v in verdicts)
         summary["reports"] = {k: str(p) for k, p in reports.items()}
 
-    def _stop_suts(self) -> None:
+    async def _stop_suts(self) -> None:
+        """SIGTERM the systems under test; the loop keeps serving them while they stop."""
         for proc in self.suts.values():
             if proc.poll() is None:
                 proc.terminate()
+        deadline = time.perf_counter() + 5.0
+        while any(p.poll() is None for p in self.suts.values()) and \
+                time.perf_counter() < deadline:
+            await asyncio.sleep(0.05)
         for name, proc in self.suts.items():
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
+            if proc.poll() is None:
                 log.warning("%s did not stop in 5 s; killing it", name)
                 proc.kill()
                 proc.wait()

@@ -45,7 +45,7 @@ class HeatPumpUnit:
         self.enable = Command(0.0, 0.0)
         self.speed_cmd = Command(spec.min_speed_fraction, spec.min_speed_fraction)
         self.setpoint = Command(spec.supply_setpoint, spec.supply_setpoint)
-        self.reset = Command(0.0, 0.0)
+        self.reset = Command(0.0, 0.0, hand=True)  # a pulse: writing 1 resets at once
         self.speed = Ramp(0.0, spec.speed_ramp)
         self.running = False
         self.last_change = -1e12  # s, last start or stop
