@@ -401,6 +401,7 @@ class MqttAdapter:
                 raise ValueError(f"mqtt ca_file {cfg.ca_file!r} is not a file")
             client.tls_set(ca_certs=cfg.ca_file)
         client.on_connect = self._guard(self._on_connect)
+        client.on_subscribe = self._guard(self._on_subscribe)
         client.on_connect_fail = self._guard(self._on_connect_fail)
         client.on_disconnect = self._guard(self._on_disconnect)
         client.on_message = self._guard(self._on_message)
@@ -429,7 +430,7 @@ class MqttAdapter:
         return self
 
     def wait_connected(self, timeout: float) -> bool:
-        """Block until connected (True) or ``timeout`` seconds pass (False)."""
+        """Block until connected and subscribed to commands (True) or ``timeout`` s pass."""
         return self._connected_event.wait(timeout)
 
     @property
@@ -924,10 +925,14 @@ class MqttAdapter:
         self._send(self.status_topic, ONLINE, retain=True, qos=1)
         with self._out_lock:
             self._connected = True
-        self._connected_event.set()
         log.info("mqtt: connected to %s:%d, subscribed to %s", self.address.host,
                  self.address.port, self.command_filter)
         self._flush()
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int,
+                      reason_codes: Any, properties: Any) -> None:
+        """Commands can arrive from now on: only then is the adapter ready."""
+        self._connected_event.set()
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         self._last_error = "cannot connect (refused or unreachable)"

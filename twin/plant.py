@@ -339,7 +339,9 @@ class Twin:
         m.boiler_fuel += dist.boiler_fuel * dt
         m.delivered += dist.delivered * dt
         m.demand += dist.demand * dt
-        m.unmet += max(0.0, dist.demand - dist.delivered) * dt
+        shortfall = dist.demand - dist.delivered
+        if shortfall > 1e-6 * dist.demand:  # not floating-point rounding of a met demand
+            m.unmet += shortfall * dt
         m.tank_losses += dist.tank_loss * dt
         # comfort envelopes
         lo, hi = ASHRAE_RECOMMENDED_AIR
