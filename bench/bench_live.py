@@ -45,7 +45,7 @@ def poller(port: int, blocks: list[tuple[int, int, int]], stop_at: float,
                 rr = client.read_input_registers(address, count=count, device_id=unit)
                 ok += 0 if rr.isError() else 1
                 errors += 1 if rr.isError() else 0
-            except Exception:  # noqa: BLE001 - the rig ends the connection at the end
+            except Exception:  # the rig closes connections when the run ends
                 errors += 1
         next_poll += 0.1
         time.sleep(max(0.0, next_poll - time.time()))

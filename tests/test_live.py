@@ -66,7 +66,7 @@ def _read_float(client: ModbusTcpClient, row: dict, word_order: str) -> float:
     return float(decode_float32([rr.registers], word_order)[0])
 
 
-def test_live_run_serves_records_and_replays(tmp_path: Path, mosquitto) -> None:  # noqa: ANN001
+def test_live_run_serves_records_and_replays(tmp_path: Path, mosquitto) -> None:
     site = load_site("reference-1mw")
     out = tmp_path / "live"
     options = LiveOptions(out_dir=out, speed=30, duration_s=240, modbus="127.0.0.1:0",
