@@ -87,10 +87,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                           mqtt=args.mqtt, seed=seed, start=start, record_period_s=record,
                           watchdog_timeout_s=timeout, watchdog_fallback=fallback,
                           status=not args.quiet, controller=controller,
-                          leak_detector=detector, source=args.target, influx=args.influx)
-    print(f"serving {site.name}: Modbus TCP on {args.modbus}, MQTT "
-          f"{args.mqtt or 'embedded broker on 127.0.0.1'}, speed {speed:g}x, run dir {out}",
-          file=sys.stderr)
+                          leak_detector=detector, source=args.target, influx=args.influx,
+                          broker_port=args.broker_port, mqtt_qos=args.mqtt_qos)
+    broker = args.mqtt or f"embedded broker on mqtt://127.0.0.1:{args.broker_port}"
+    print(f"serving {site.name}: Modbus TCP on {args.modbus}, MQTT {broker}, "
+          f"speed {speed:g}x, run dir {out}", file=sys.stderr)
     summary = run_live(site, options, scenario)
     from rig.summary import kpi_table
 
@@ -222,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default 127.0.0.1:5020)")
     run.add_argument("--mqtt", help="broker URL mqtt://HOST:PORT (default: an embedded "
                      "broker on loopback)")
+    run.add_argument("--broker-port", type=int, default=1883,
+                     help="port of the embedded broker on 127.0.0.1 when --mqtt is not given "
+                     "(default 1883; 0 = any free port)")
+    run.add_argument("--mqtt-qos", type=int, choices=(0, 1), default=1,
+                     help="QoS of telemetry and replies (default 1)")
     run.add_argument("--out", help="run directory (default runs/<scenario or site>)")
     run.add_argument("--influx", help="forward to this InfluxDB while running (nothing is "
                      "lost if it goes away; secrets from HEATRIG_INFLUX_*)")

@@ -40,7 +40,7 @@ from rig.report import write_reports
 from rig.store import RunStore
 from rig.summary import build_summary, write_summary
 from rig.watchdog import Watchdog
-from twin.errors import ServiceError
+from twin.errors import ConfigError, ServiceError
 from twin.plant import DEFAULT_START, Twin
 from twin.points import Command, Kind
 from twin.site import Site
@@ -62,6 +62,7 @@ class LiveOptions:
     mode: Literal["realtime", "stepped"] = "realtime"
     modbus: str = "127.0.0.1:5020"
     mqtt: str | None = None  # None = embedded broker on loopback
+    broker_port: int = 0  # of the embedded broker; 0 = any free port
     mqtt_qos: int = 1
     seed: int = 0
     start: datetime = DEFAULT_START
@@ -106,7 +107,7 @@ class LiveRig:
         devices = controlled_devices(self.twin)
         self.watchdog = Watchdog(self.twin, dict.fromkeys(devices, options.watchdog_timeout_s),
                                  dict.fromkeys(devices, options.watchdog_fallback))
-        self.modbus_map = ModbusMap.for_twin(self.twin, options=self.watchdog.modbus_options())
+        self.modbus_map = self._modbus_map()
         self.pacer = Pacer(options.slice_s, options.policy)
         self.broker: EmbeddedBroker | None = None
         self.mqtt: MqttAdapter | None = None
@@ -120,6 +121,20 @@ class LiveRig:
         self.mqtt_url = ""
         self.stop_requested = False
         self._hand_state: dict[str, float] = {}
+
+    def _modbus_map(self) -> ModbusMap:
+        """The register map with the site's unit ids and scaled encodings."""
+        proto = self.site.protocols
+        problems = [f"protocols.scaled: no point {pid!r}" for pid in proto.scaled
+                    if pid not in self.twin.points]
+        problems += [f"protocols.unit_ids: no device {dev!r}" for dev in proto.unit_ids
+                     if dev not in self.twin.points.devices()]
+        if problems:
+            raise ConfigError([f"site {self.site.name}: {p}" for p in problems])
+        options = {pid: (enc.type, enc.scale) for pid, enc in proto.scaled.items()}
+        options.update(self.watchdog.modbus_options())
+        return ModbusMap.for_twin(self.twin, options=options,
+                                  unit_ids=proto.unit_ids or None)
 
     def request_stop(self, why: str = "requested") -> None:
         """End the run at the next slice boundary."""
@@ -161,8 +176,9 @@ class LiveRig:
         await self.modbus.start()
         self.ctx.adapters["modbus"] = self.modbus
         if opt.mqtt is None:
-            self.broker = EmbeddedBroker()
+            self.broker = EmbeddedBroker(port=opt.broker_port)
             self.mqtt_url = self.broker.start()
+            log.info("embedded MQTT broker listening on %s", self.mqtt_url)
         else:
             self.mqtt_url = opt.mqtt
         config = MqttConfig.for_site(self.site, self.mqtt_url, qos=opt.mqtt_qos)

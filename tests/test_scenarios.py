@@ -25,6 +25,7 @@ def run_scenario(path: Path, out: Path, *extra: str) -> tuple[int, dict]:
     """``heatrig run`` exactly as a user types it; returns exit code and summary."""
     proc = subprocess.run(
         [sys.executable, "-m", "rig.cli", "run", str(path), "--modbus", "127.0.0.1:0",
+         "--broker-port", "0",
          "--out", str(out), "--quiet", *extra], cwd=ROOT, capture_output=True, text=True,
         timeout=600)
     summary_path = out / "summary.json"

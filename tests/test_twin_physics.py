@@ -152,3 +152,12 @@ def test_racks_throttle_and_shut_down_when_coolant_too_hot() -> None:
     assert tw.read("cdu1.rack01.shutdown") == 1.0
     assert any(e.kind == "shutdown" for e in tw.events)
     assert (tw.racks.case[:10] < 110).all()
+
+
+def test_same_site_and_seed_record_identical_run_stores(tmp_path) -> None:
+    from rig.offline import run_offline
+
+    hashes = [run_offline(reference_site(), duration_s=3600, out_dir=tmp_path / name,
+                          seed=seed, progress=False)["record_hash"]
+              for name, seed in (("a", 5), ("b", 5), ("c", 6))]
+    assert hashes[0] == hashes[1] != hashes[2]

@@ -222,11 +222,20 @@ class Sensors(Strict):
     flow_noise: Fraction = Field(0.005, ge=0, le=0.2)  # relative to the range
 
 
+class ScaledEncoding(Strict):
+    """A point held in one 16-bit register as raw = value / scale."""
+
+    type: Literal["int16", "uint16"]
+    scale: Annotated[float, Field(gt=0)] = 1.0
+
+
 class Protocols(Strict):
     """Addressing of the site's points (used by the rig's adapters)."""
 
     word_order: WordOrder = "ABCD"
     mqtt_prefix: str = Field("heatrig", pattern=r"^[A-Za-z0-9_\-/]{1,64}$")
+    unit_ids: dict[str, Annotated[int, Field(ge=1, le=247)]] = Field(default_factory=dict)
+    scaled: dict[str, ScaledEncoding] = Field(default_factory=dict)  # point id -> encoding
 
 
 class Site(Strict):
