@@ -87,5 +87,5 @@ def test_site_chooses_unit_ids_and_scaled_encodings(tmp_path: Path) -> None:
     assert entry.unit_id == 101 and entry.encoding == "int16" and entry.scale == 0.1
     assert rig.modbus_map.entry("cdu1.return_temp").word_order == "CDAB"
     path.write_text("name: s\nprotocols:\n  scaled:\n    cdu1.nothing: {type: int16}\n")
-    with pytest.raises(ConfigError, match="protocols.scaled: no point 'cdu1.nothing'"):
+    with pytest.raises(ConfigError, match=r"protocols\.scaled: no point 'cdu1\.nothing'"):
         LiveRig(load_site(path), LiveOptions(out_dir=tmp_path))
