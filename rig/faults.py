@@ -168,7 +168,7 @@ class FaultBase(BaseModel):
     id: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
     target: str = Field(min_length=1, max_length=128)
     at: Duration = Field(ge=0)
-    duration: Annotated[Duration | None, BeforeValidator(_until), Field(gt=0)] = None
+    duration: Annotated[Annotated[Duration, Field(gt=0)] | None, BeforeValidator(_until)] = None
 
 
 def _fault_models() -> tuple[type[BaseModel], ...]:
