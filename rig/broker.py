@@ -84,7 +84,8 @@ class EmbeddedBroker:
             self._thread.join(STOP_TIMEOUT_S)
             self._thread = None
             raise ServiceError(f"embedded MQTT broker on {self.host}:{self.port} cannot "
-                               f"start: {error}") from error
+                               f"start: {error} (another broker there? use it with --mqtt "
+                               f"mqtt://{self.host}:{self.port}, or --broker-port 0)") from error
         self.url = f"mqtt://{self.host}:{self.port}"
         log.info("embedded MQTT broker listening on %s", self.url)
         return self.url

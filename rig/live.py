@@ -178,7 +178,6 @@ class LiveRig:
         if opt.mqtt is None:
             self.broker = EmbeddedBroker(port=opt.broker_port)
             self.mqtt_url = self.broker.start()
-            log.info("embedded MQTT broker listening on %s", self.mqtt_url)
         else:
             self.mqtt_url = opt.mqtt
         config = MqttConfig.for_site(self.site, self.mqtt_url, qos=opt.mqtt_qos)
