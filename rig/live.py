@@ -173,7 +173,11 @@ class LiveRig:
         (opt.out_dir / "points.json").write_text(render(rows, "json"))
         self.modbus = ModbusServer(self.modbus_map, ModbusConfig.from_endpoint(opt.modbus),
                                    quiet_points=self.watchdog.heartbeat_ids)
-        await self.modbus.start()
+        try:
+            await self.modbus.start()
+        except OSError as exc:
+            raise ServiceError(f"{exc}: is another program using that port? choose one with "
+                               "--modbus HOST:PORT") from exc
         self.ctx.adapters["modbus"] = self.modbus
         if opt.mqtt is None:
             self.broker = EmbeddedBroker(port=opt.broker_port)
@@ -277,7 +281,11 @@ class LiveRig:
     async def run(self) -> dict[str, Any]:
         """Serve the twin until the duration is reached or the run is stopped."""
         wall0 = time.perf_counter()
-        await self._setup()
+        try:
+            await self._setup()
+        except BaseException:
+            await self._abort_setup()
+            raise
         status = StatusLine(self) if self.opt.status else None
         duration = self.opt.duration_s
         sim_per_slice = self.opt.slice_s * self.opt.speed
@@ -309,6 +317,20 @@ class LiveRig:
                 status.finish()
             summary = await self._teardown(wall, time.perf_counter() - wall0, error)
         return summary
+
+    async def _abort_setup(self) -> None:
+        """Release what a failed set-up had already opened."""
+        await self._stop_suts()
+        for close in (self.observer and self.observer.close, self.mqtt and self.mqtt.close,
+                      self.broker and self.broker.stop):
+            if close:
+                close()
+        if self.modbus is not None:
+            await self.modbus.stop()
+        if self.recorder is not None:
+            self.recorder.close()
+        if self.store is not None:
+            self.store.close()
 
     async def _teardown(self, wall_s: float, total_s: float, error: str | None) -> dict[str, Any]:
         await self._stop_suts()
