@@ -3,7 +3,8 @@
     python -m bench.bench_modbus [--clients 4] [--duration 20] [--count 100] [--speed 1]
 
 One asyncio loop runs the twin in 100 ms slices paced to absolute wall deadlines (apply
-pending writes, ``run_until``, refresh the registers, sleep) and `rig.modbus.ModbusServer`
+pending writes, ``run_until``, refresh the registers, sleep) and
+`rig.protocols.modbus.server.ModbusServer`
 on a free loopback port. ``--clients`` separate processes (so they do not share the
 server's GIL), each a synchronous pymodbus client, read ``--count`` input registers of
 one CDU unit per request as fast as they can. Reported: read requests/s served (server
@@ -87,8 +88,8 @@ class Outcome:
 
 async def run(clients: int, duration_s: float, count: int, speed: float) -> Outcome:
     """Serve the twin, start the clients, measure for ``duration_s``, stop everything."""
-    from rig.modbus import ModbusConfig, ModbusServer
-    from rig.modbus_map import ModbusMap, Table
+    from rig.protocols.modbus.registers import ModbusMap, Table
+    from rig.protocols.modbus.server import ModbusConfig, ModbusServer
     from twin.plant import Twin
     from twin.site import Site
 

@@ -5,7 +5,8 @@
 
 For each speed a paced asyncio loop advances the twin by ``slice x speed`` simulated seconds
 per wall-clock slice (100 ms), publishing every point's measured value at each sensor
-period (1 s simulated) through `rig.mqtt.MqttAdapter`, and applying pending commands at
+period (1 s simulated) through
+`rig.protocols.mqtt.adapter.MqttAdapter`, and applying pending commands at
 each slice boundary, as the live runner does. A stock paho subscriber in a separate process
 (so it does not share the publisher's GIL) counts the point values delivered and the gaps
 in each device's ``seq``. Reported per speed: point values/s delivered, messages lost
@@ -13,7 +14,7 @@ in each device's ``seq``. Reported per speed: point values/s delivered, messages
 after its wall deadline), the time spent per slice and the publisher's CPU use.
 
 Brokers: ``mosquitto`` (tests/servers.py's Mosquitto on a free loopback port),
-``embedded`` (`rig.broker.EmbeddedBroker`: amqtt in its own thread) and
+``embedded`` (`rig.protocols.mqtt.broker.EmbeddedBroker`: amqtt in its own thread) and
 ``embedded-inloop`` (amqtt on the simulation loop itself, to see what the thread buys).
 """
 
@@ -154,7 +155,7 @@ HEADER = (f"{'speed':>7} {'samples':>6} {'msgs':>7} {'values/s dlv':>12} {'lost'
 async def paced_run(url: str, port: int, speed: float, duration_s: float, qos: int,
                     broker_in_loop: bool) -> Result:
     """One speed: a fresh twin, adapter and subscriber; the paced loop; the counts."""
-    from rig.mqtt import MqttAdapter, MqttConfig
+    from rig.protocols.mqtt.adapter import MqttAdapter, MqttConfig
     from twin.plant import Twin
     from twin.site import Site
 
@@ -162,7 +163,7 @@ async def paced_run(url: str, port: int, speed: float, duration_s: float, qos: i
     if broker_in_loop:
         from amqtt.broker import Broker
 
-        from rig.broker import broker_config
+        from rig.protocols.mqtt.broker import broker_config
         inloop = Broker(broker_config(port))
         await inloop.start()
     prefix = f"bench{os.getpid()}x{speed:g}".replace(".", "_")
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT / "tests"))
     from servers import Mosquitto, free_port
 
-    from rig.broker import EmbeddedBroker
+    from rig.protocols.mqtt.broker import EmbeddedBroker
 
     server: Any = None
     if args.broker == "mosquitto":

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rig.influx import InfluxTarget, export_run
-from rig.lineprotocol import SampleEncoder
-from rig.recorder import Recorder
-from rig.store import RunStore, describe_size
+from rig.record.influx import InfluxTarget, export_run
+from rig.record.lineprotocol import SampleEncoder
+from rig.record.recorder import Recorder
+from rig.record.store import RunStore, describe_size
 from twin.plant import Twin
 from twin.site import Site
 

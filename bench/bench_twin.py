@@ -21,8 +21,8 @@ RUN_SNIPPET = """
 import json, resource, sys, time
 t0 = time.perf_counter()
 from pathlib import Path
-from rig.offline import run_offline
-from rig.sites import load_site
+from rig.runtime.offline import run_offline
+from rig.config.sites import load_site
 site = load_site(sys.argv[1])
 scale = int(sys.argv[4])
 if scale:
@@ -40,7 +40,7 @@ print(json.dumps({"realtime_factor": p["realtime_factor"], "wall_s": p["wall_s"]
 START_SNIPPET = """
 import time
 t0 = time.perf_counter()
-from rig.sites import load_site
+from rig.config.sites import load_site
 from twin.plant import Twin
 tw = Twin(load_site("reference-1mw"))
 tw.run_until(60)

@@ -27,9 +27,9 @@ def _duration(text: str) -> float:
 
 def cmd_sim(args: argparse.Namespace) -> int:
     """Simulate a site offline as fast as possible and print its KPIs."""
-    from rig.offline import run_offline
-    from rig.sites import load_site
-    from rig.summary import kpi_table
+    from rig.config.sites import load_site
+    from rig.present.summary import kpi_table
+    from rig.runtime.offline import run_offline
 
     site = load_site(args.site)
     out = Path(args.out or f"runs/{site.name}-offline")
@@ -42,7 +42,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def _is_scenario(path: str) -> bool:
-    from rig.yamlsafe import load_yaml
+    from rig.config.yamlsafe import load_yaml
 
     p = Path(path)
     if not p.is_file():
@@ -53,9 +53,9 @@ def _is_scenario(path: str) -> bool:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Serve a site or a scenario live; for a scenario, exit 0 only if every verdict passes."""
-    from rig.live import LiveOptions, run_live
-    from rig.scenario import load_scenario
-    from rig.sites import load_site
+    from rig.config.scenario import load_scenario
+    from rig.config.sites import load_site
+    from rig.runtime.live import LiveOptions, run_live
 
     scenario = None
     if _is_scenario(args.target):
@@ -93,7 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"serving {site.name}: Modbus TCP on {args.modbus}, MQTT {broker}, "
           f"speed {speed:g}x, run dir {out}", file=sys.stderr)
     summary = run_live(site, options, scenario)
-    from rig.summary import kpi_table
+    from rig.present.summary import kpi_table
 
     print(kpi_table(summary))
     p = summary["performance"]
@@ -108,9 +108,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_points(args: argparse.Namespace) -> int:
     """Print the point list of a site."""
-    from rig.live import LiveOptions, LiveRig
-    from rig.pointlist import point_list, render
-    from rig.sites import load_site
+    from rig.config.sites import load_site
+    from rig.present.pointlist import point_list, render
+    from rig.runtime.live import LiveOptions, LiveRig
 
     site = load_site(args.site)
     rig = LiveRig(site, LiveOptions(out_dir=Path("runs")))  # builds the map, opens nothing
@@ -121,7 +121,7 @@ def cmd_points(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """List the runs under a folder."""
-    from rig.store import list_runs
+    from rig.record.store import list_runs
 
     rows = list_runs(Path(args.root))
     if not rows:
@@ -133,7 +133,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Print the KPIs and verdicts of a run."""
-    from rig.store import show
+    from rig.record.store import show
 
     print(show(Path(args.run_dir)))
     return 0
@@ -141,7 +141,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a recorded run to InfluxDB (credentials from the environment)."""
-    from rig.influx import InfluxTarget, export_run
+    from rig.record.influx import InfluxTarget, export_run
 
     target = InfluxTarget.from_url(args.influx, api=args.api, database=args.database,
                                    org=args.org)
@@ -152,7 +152,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate scenario files."""
-    from rig.scenario import load_scenario
+    from rig.config.scenario import load_scenario
 
     for path in args.files:
         loaded = load_scenario(path)
@@ -166,7 +166,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     """Print the JSON Schema of scenario (or site) files."""
     import json
 
-    from rig.scenario import Scenario
+    from rig.config.scenario import Scenario
     from twin.site import Site
 
     model = Site if args.kind == "site" else Scenario
@@ -176,7 +176,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_faults(args: argparse.Namespace) -> int:
     """List the fault catalog."""
-    from rig.faults import catalog_text
+    from rig.assess.faults import catalog_text
 
     print(catalog_text())
     return 0
@@ -184,7 +184,7 @@ def cmd_faults(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Reproduce a recorded run offline from its command log."""
-    from rig.replay import replay
+    from rig.runtime.replay import replay
 
     out = Path(args.out or f"{args.run_dir.rstrip('/')}-replay")
     summary = replay(Path(args.run_dir), out)

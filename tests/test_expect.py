@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from rig.configload import validate_data
-from rig.expect import (
+from rig.assess.expect import (
     Expectation,
     Verdict,
     evaluate,
@@ -25,8 +24,9 @@ from rig.expect import (
     to_unit,
     topic_matches,
 )
-from rig.store import RunStore
-from rig.yamlsafe import parse_yaml
+from rig.config.loader import validate_data
+from rig.config.yamlsafe import parse_yaml
+from rig.record.store import RunStore
 from twin.errors import ConfigError, UnitError
 
 POINTS = [

@@ -21,8 +21,9 @@ import yaml
 from pydantic import TypeAdapter
 from servers import InfluxDB1, unique_name
 
-from rig import faults as rf
-from rig.grafana import (
+from rig.assess import faults as rf
+from rig.config.sites import load_site
+from rig.present.grafana import (
     DASHBOARD_DIR,
     DATASOURCE_UID,
     DEFAULT_SITE,
@@ -31,11 +32,10 @@ from rig.grafana import (
     check,
     main,
 )
-from rig.influx import InfluxTarget, export_run
-from rig.lineprotocol import point_key
-from rig.offline import run_offline
-from rig.sites import load_site
-from rig.store import RunStore
+from rig.record.influx import InfluxTarget, export_run
+from rig.record.lineprotocol import point_key
+from rig.record.store import RunStore
+from rig.runtime.offline import run_offline
 from twin.plant import Twin
 
 GRAFANA = REPO / "grafana"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from servers import InfluxDB1, VictoriaMetrics, free_port, unique_name
 
-from rig.influx import Forwarder, InfluxTarget, checkpoint_path_for, export_run
-from rig.lineprotocol import (
+from rig.record.influx import Forwarder, InfluxTarget, checkpoint_path_for, export_run
+from rig.record.lineprotocol import (
     SampleEncoder,
     escape_tag,
     event_line,
@@ -21,8 +21,8 @@ from rig.lineprotocol import (
     string_field,
     timestamp_ns,
 )
-from rig.recorder import Recorder
-from rig.store import RunStore
+from rig.record.recorder import Recorder
+from rig.record.store import RunStore
 from twin.errors import ServiceError
 from twin.plant import Twin
 from twin.site import Site

@@ -13,12 +13,12 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from pymodbus.client import ModbusTcpClient
 
-from rig.clock import FellBehind, Pacer
-from rig.live import LiveOptions, LiveRig
-from rig.modbus_map import decode_float32
-from rig.replay import replay
-from rig.sites import load_site
-from rig.store import RunStore
+from rig.config.sites import load_site
+from rig.protocols.modbus.registers import decode_float32
+from rig.record.store import RunStore
+from rig.runtime.clock import FellBehind, Pacer
+from rig.runtime.live import LiveOptions, LiveRig
+from rig.runtime.replay import replay
 
 # -- pacing ------------------------------------------------------------------------------
 
@@ -92,7 +92,7 @@ def test_live_run_serves_records_and_replays(tmp_path: Path, mosquitto) -> None:
         seen["sim_times"] = (t1, _read_float(client, rows["rig.sim_time"], "ABCD"))
         sp = rows["cdu1.supply_temp_sp"]["modbus"]
         hand = rows["cdu1.supply_temp_sp.hand"]["modbus"]
-        from rig.modbus_map import encode_float32
+        from rig.protocols.modbus.registers import encode_float32
         regs = [int(x) for x in encode_float32([45.0], "ABCD")[0]]
         assert not client.write_registers(sp["address"], regs, device_id=sp["unit_id"]).isError()
         assert not client.write_coil(hand["address"], True, device_id=hand["unit_id"]).isError()
@@ -140,7 +140,7 @@ def test_stepped_mode_advances_only_when_asked(tmp_path: Path) -> None:
             (tmp_path / "stepped" / "points.json").read_text())}
         client = ModbusTcpClient("127.0.0.1", port=rig.modbus.port)
         assert client.connect()
-        from rig.modbus_map import encode_float32
+        from rig.protocols.modbus.registers import encode_float32
         step = rows["rig.step"]["modbus"]
         for seconds in (0.0, 60.0, 60.0, 480.0):
             if seconds:

@@ -14,9 +14,9 @@ from pathlib import Path
 from servers import InfluxDB1, unique_name
 from test_influx import expected_counts
 
-from rig.live import LiveOptions, LiveRig
-from rig.sites import load_site
-from rig.store import RunStore
+from rig.config.sites import load_site
+from rig.record.store import RunStore
+from rig.runtime.live import LiveOptions, LiveRig
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -2,7 +2,7 @@
 
 A real pymodbus client talks to the real server on one asyncio loop (the server runs on
 the loop that drives the twin, as in the live runner). Values read over the wire are
-decoded here with `struct`, independently of `rig.modbus_map`.
+decoded here with `struct`, independently of `rig.protocols.modbus.registers`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
-from rig.modbus import ModbusConfig, ModbusServer, parse_endpoint
-from rig.modbus_map import (
+from rig.protocols.modbus.registers import (
     WORD_ORDERS,
     Encoding,
     ModbusMap,
@@ -26,7 +25,8 @@ from rig.modbus_map import (
     decode_float32,
     encode_float32,
 )
-from rig.watchdog import Watchdog
+from rig.protocols.modbus.server import ModbusConfig, ModbusServer, parse_endpoint
+from rig.runtime.watchdog import Watchdog
 from twin.errors import WriteRefused
 from twin.plant import Twin
 from twin.points import Kind

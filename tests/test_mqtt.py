@@ -19,9 +19,15 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from servers import Mosquitto, free_port, unique_name
 
-from rig import topics
-from rig.broker import EmbeddedBroker
-from rig.mqtt import CommandResult, MqttAdapter, MqttConfig, parse_url, validate_command
+from rig.protocols.mqtt import topics
+from rig.protocols.mqtt.adapter import (
+    CommandResult,
+    MqttAdapter,
+    MqttConfig,
+    parse_url,
+    validate_command,
+)
+from rig.protocols.mqtt.broker import EmbeddedBroker
 from twin.errors import ServiceError, WriteRefused
 from twin.plant import Twin
 from twin.points import Kind

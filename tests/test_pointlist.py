@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from rig import topics
-from rig.modbus_map import ModbusMap
-from rig.pointlist import main_points, point_list, render
+from rig.present.pointlist import main_points, point_list, render
+from rig.protocols.modbus.registers import ModbusMap
+from rig.protocols.mqtt import topics
 from twin.plant import Twin
 from twin.site import Site
 

@@ -21,11 +21,11 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from servers import Mosquitto, unique_name
 
-from rig import topics
-from rig.faults import CATALOG, FaultContext
-from rig.modbus import ModbusConfig, ModbusServer
-from rig.modbus_map import ModbusMap, Table
-from rig.mqtt import MqttAdapter, MqttConfig
+from rig.assess.faults import CATALOG, FaultContext
+from rig.protocols.modbus.registers import ModbusMap, Table
+from rig.protocols.modbus.server import ModbusConfig, ModbusServer
+from rig.protocols.mqtt import topics
+from rig.protocols.mqtt.adapter import MqttAdapter, MqttConfig
 from twin.faults import FaultTargetError
 from twin.plant import Twin
 from twin.site import Site

@@ -16,10 +16,10 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 from test_expect import LEAK, POINTS, fill
 
-from rig.configload import validate_data
-from rig.expect import Expectation, Verdict, evaluate
-from rig.report import decimate, junit_xml, nice_ticks, write_reports, xml_safe
-from rig.store import RunStore
+from rig.assess.expect import Expectation, Verdict, evaluate
+from rig.config.loader import validate_data
+from rig.present.report import decimate, junit_xml, nice_ticks, write_reports, xml_safe
+from rig.record.store import RunStore
 
 EXPECT = [
     {"name": "leak alarm <published>", "kind": "mqtt", "after": "leak1", "within": "60 s",

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from rig.replay import replay
-from rig.scenario import load_scenario
+from rig.config.scenario import load_scenario
+from rig.runtime.replay import replay
 from twin.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

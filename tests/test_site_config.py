@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.sites import SITES_DIR, load_site
+from rig.config.sites import SITES_DIR, load_site
 from twin.errors import ConfigError
 
 
@@ -77,7 +77,7 @@ def test_missing_name_and_unknown_site(tmp_path: Path) -> None:
 
 
 def test_site_chooses_unit_ids_and_scaled_encodings(tmp_path: Path) -> None:
-    from rig.live import LiveOptions, LiveRig
+    from rig.runtime.live import LiveOptions, LiveRig
 
     path = tmp_path / "s.yaml"
     path.write_text("name: s\nprotocols:\n  word_order: CDAB\n  unit_ids: {cdu1: 101}\n"

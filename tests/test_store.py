@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rig.recorder import Recorder
-from rig.store import STORE_FILE, RunStore, list_runs, show
+from rig.record.recorder import Recorder
+from rig.record.store import STORE_FILE, RunStore, list_runs, show
 from twin.errors import RunStoreError
 from twin.plant import Twin
 from twin.site import Site
@@ -137,7 +137,7 @@ def test_recorder_records_twin_values_events_and_commands(tmp_path: Path) -> Non
 
 
 def test_offline_runner_writes_a_showable_run(tmp_path: Path) -> None:
-    from rig.offline import run_offline
+    from rig.runtime.offline import run_offline
 
     summary = run_offline(Site(name="reference-1mw"), duration_s=1200.0, out_dir=tmp_path,
                           seed=2, progress=False)
@@ -151,7 +151,7 @@ def test_offline_runner_writes_a_showable_run(tmp_path: Path) -> None:
 WRITER = textwrap.dedent("""
     import sys, time
     import numpy as np
-    from rig.store import RunStore
+    from rig.record.store import RunStore
     points = [{"id": f"dev.p{i}", "device": "dev", "kind": "sensor", "type": "float",
                "unit": "1", "min": 0, "max": 1, "description": ""} for i in range(450)]
     store = RunStore.create(sys.argv[1], {"site": "crash"}, points)

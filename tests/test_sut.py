@@ -28,16 +28,16 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from servers import unique_name
 
-from rig.modbus import ModbusConfig, ModbusServer
-from rig.modbus_map import WORD_ORDERS, ModbusMap, encode_float32
-from rig.mqtt import MqttAdapter, MqttConfig
-from rig.pointlist import point_list, render
-from rig.replay import add_rig_points, controlled_devices
-from rig.sites import load_site
+from rig.config.sites import load_site
+from rig.present.pointlist import point_list, render
+from rig.protocols.modbus.registers import WORD_ORDERS, ModbusMap, encode_float32
+from rig.protocols.modbus.server import ModbusConfig, ModbusServer
+from rig.protocols.mqtt.adapter import MqttAdapter, MqttConfig
+from rig.runtime.replay import add_rig_points, controlled_devices
+from rig.runtime.watchdog import Watchdog
 from rig.sut.controller import Action, PlantLogic, Settings
 from rig.sut.leak_detector import DetectorSettings, LeakDetector
 from rig.sut.pointmap import PointMap, float32_from_registers, plan_reads
-from rig.watchdog import Watchdog
 from twin import faults
 from twin.plant import Twin
 from twin.points import Command

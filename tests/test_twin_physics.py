@@ -155,7 +155,7 @@ def test_racks_throttle_and_shut_down_when_coolant_too_hot() -> None:
 
 
 def test_same_site_and_seed_record_identical_run_stores(tmp_path) -> None:
-    from rig.offline import run_offline
+    from rig.runtime.offline import run_offline
 
     hashes = [run_offline(reference_site(), duration_s=3600, out_dir=tmp_path / name,
                           seed=seed, progress=False)["record_hash"]

@@ -1,4 +1,4 @@
-"""Safe YAML loading (rig.yamlsafe) and validation into models (rig.configload)."""
+"""Safe YAML loading (rig.config.yamlsafe) and validation into models (rig.config.loader)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rig.configload import load_model, validate_data
-from rig.yamlsafe import load_yaml, parse_yaml, resolve_include
+from rig.config.loader import load_model, validate_data
+from rig.config.yamlsafe import load_yaml, parse_yaml, resolve_include
 from twin.errors import ConfigError
 from twin.units import Power, Temperature
 
@@ -385,9 +385,9 @@ def test_validate_data_with_locate() -> None:
 def test_pure_python_parser_behaves_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     import yaml
 
-    import rig.yamlsafe
+    import rig.config.yamlsafe
 
-    monkeypatch.setattr(rig.yamlsafe, "_Loader", yaml.SafeLoader)
+    monkeypatch.setattr(rig.config.yamlsafe, "_Loader", yaml.SafeLoader)
     loaded = parse_yaml("d: &d {a: 1}\ne:\n  <<: *d\n  b: [x]\n")
     assert loaded.data["e"] == {"a": 1, "b": ["x"]}
     assert loaded.locate(("e", "b", 0)) == (4, 7)

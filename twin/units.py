@@ -250,7 +250,7 @@ class Quantity:
     """Pydantic metadata for a quantity field: converts input and describes the JSON schema.
 
     Used as both the ``BeforeValidator`` function and a marker (``dimension``) that tools
-    such as `rig.configload` read to phrase bound errors in the field's units.
+    such as `rig.config.loader` read to phrase bound errors in the field's units.
     """
 
     dimension: str

@@ -1,6 +1,6 @@
 """The exported point list (JSON) as lookups for a system under test, with its own codec.
 
-A real device gets its addressing from the point list the rig exports (`rig.pointlist`):
+A real device gets its addressing from the point list the rig exports (`rig.present.pointlist`):
 per point the Modbus unit id, table, address, count, type (``bit``, ``float32`` in a word
 order, ``int16``/``uint16`` with a scale) and the MQTT telemetry topic and key. This module
 reads that file and encodes/decodes registers with `struct`, independently of the rig's

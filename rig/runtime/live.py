@@ -22,24 +22,24 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from rig import topics
-from rig.broker import EmbeddedBroker
-from rig.clock import Pacer, Policy
-from rig.expect import evaluate, record_mqtt
-from rig.faults import FaultContext, ScheduledFault, schedule
-from rig.influx import Forwarder, InfluxTarget
-from rig.modbus import ModbusConfig, ModbusServer
-from rig.modbus_map import ModbusMap
-from rig.mqtt import MqttAdapter, MqttConfig
-from rig.observer import Observer
-from rig.offline import manifest_for
-from rig.pointlist import point_list, render
-from rig.recorder import Recorder
-from rig.replay import RIG_DEVICE, add_rig_points, controlled_devices, data_hash
-from rig.report import write_reports
-from rig.store import RunStore
-from rig.summary import build_summary, write_summary
-from rig.watchdog import Watchdog
+from rig.assess.expect import evaluate, record_mqtt
+from rig.assess.faults import FaultContext, ScheduledFault, schedule
+from rig.present.pointlist import point_list, render
+from rig.present.report import write_reports
+from rig.present.summary import build_summary, write_summary
+from rig.protocols.modbus.registers import ModbusMap
+from rig.protocols.modbus.server import ModbusConfig, ModbusServer
+from rig.protocols.mqtt import topics
+from rig.protocols.mqtt.adapter import MqttAdapter, MqttConfig
+from rig.protocols.mqtt.broker import EmbeddedBroker
+from rig.protocols.mqtt.observer import Observer
+from rig.record.influx import Forwarder, InfluxTarget
+from rig.record.recorder import Recorder
+from rig.record.store import RunStore
+from rig.runtime.clock import Pacer, Policy
+from rig.runtime.offline import manifest_for
+from rig.runtime.replay import RIG_DEVICE, add_rig_points, controlled_devices, data_hash
+from rig.runtime.watchdog import Watchdog
 from twin.errors import ConfigError, ServiceError
 from twin.plant import DEFAULT_START, Twin
 from twin.points import Command, Kind

@@ -2,7 +2,7 @@
 
 A paho client subscribes to the SUT topics and queues every message (thread-safe,
 bounded); the live runner drains the queue at each slice boundary and records each
-message with the simulated time it was seen (`rig.expect.record_mqtt`).
+message with the simulated time it was seen (`rig.assess.expect.record_mqtt`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import queue
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from rig.mqtt import parse_url
+from rig.protocols.mqtt.adapter import parse_url
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from rig.yamlsafe import load_yaml
+from rig.config.yamlsafe import load_yaml
 from twin.errors import ConfigError
 from twin.units import Quantity, format_quantity
 
@@ -41,7 +41,7 @@ _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
 
 
 def load_model(path: str | Path, model_cls: type[M], *, section: str | None = None) -> M:
-    """Load ``path`` with `rig.yamlsafe.load_yaml` and validate it as ``model_cls``.
+    """Load ``path`` with `rig.config.yamlsafe.load_yaml` and validate it as ``model_cls``.
 
     With ``section``, only that top-level key is validated (paths in messages keep the
     section name). Raises `ConfigError` listing every problem.

@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from rig.lineprotocol import SampleEncoder, event_line, kpi_line, verdict_line
-from rig.store import RunStore
+from rig.record.lineprotocol import SampleEncoder, event_line, kpi_line, verdict_line
+from rig.record.store import RunStore
 from twin.errors import ServiceError
 
 log = logging.getLogger(__name__)

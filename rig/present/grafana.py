@@ -1,4 +1,6 @@
-"""Grafana dashboards generated from a site's point table: ``python -m rig.grafana [--check]``.
+"""Grafana dashboards generated from a site's point table.
+
+``python -m rig.present.grafana [--check]``.
 
 Every panel queries InfluxDB with InfluxQL on the schema of ``docs/influx-schema.md`` (one
 measurement per device class; tags ``device``, ``point``, ``run``, ``site``; fields
@@ -27,16 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rig.lineprotocol import point_key
-from rig.replay import add_rig_points, controlled_devices
-from rig.sites import load_site
-from rig.watchdog import add_heartbeats
+from rig.config.sites import load_site
+from rig.record.lineprotocol import point_key
+from rig.runtime.replay import add_rig_points, controlled_devices
+from rig.runtime.watchdog import add_heartbeats
 from twin.kpis import ASHRAE_RECOMMENDED_AIR, WATER_CLASS_LIMIT
 from twin.plant import Twin
 from twin.points import Command, DType, Kind, Point
 from twin.site import Site
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DASHBOARD_DIR = REPO / "grafana" / "dashboards"
 DEFAULT_SITE = "reference-1mw"
 SCHEMA_VERSION = 39
@@ -726,7 +728,7 @@ def test_campaign(schema: Schema, site: Site, kpis: Sequence[str]) -> Json:
 
 def add_live_points(twin: Twin) -> None:
     """Add the points a live run records beyond the plant's: ``rig.*`` and a heartbeat
-    per controlled device (as `rig.replay` rebuilds a live run's point table)."""
+    per controlled device (as `rig.runtime.replay` rebuilds a live run's point table)."""
     add_rig_points(twin, lambda: 0.0, Command(0.0, 0.0, hand=True))
     add_heartbeats(twin.points, controlled_devices(twin))
 
@@ -779,9 +781,9 @@ def check(site_name_or_path: str | Path = DEFAULT_SITE,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m rig.grafana [--check] [--site SITE] [--out DIR]``."""
-    parser = argparse.ArgumentParser(prog="python -m rig.grafana", description=__doc__.split(
-        "\n")[0])
+    """``python -m rig.present.grafana [--check] [--site SITE] [--out DIR]``."""
+    parser = argparse.ArgumentParser(prog="python -m rig.present.grafana",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--site", default=DEFAULT_SITE, help="site name or file")
     parser.add_argument("--out", default=str(DASHBOARD_DIR), help="dashboard folder")
     parser.add_argument("--check", action="store_true",
@@ -792,7 +794,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for p in problems:
             print(p, file=sys.stderr)
         if problems:
-            print("dashboards drifted: run `python -m rig.grafana`", file=sys.stderr)
+            print("dashboards drifted: run `python -m rig.present.grafana`", file=sys.stderr)
             return 1
         print(f"dashboards in {args.out} match the point table of {args.site}")
         return 0

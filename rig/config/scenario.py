@@ -1,6 +1,6 @@
 """Scenario files: a site, what happens when (faults) and what must then be seen (expect).
 
-Loading is safe (`rig.yamlsafe`: plain YAML only, size and alias expansion bounded);
+Loading is safe (`rig.config.yamlsafe`: plain YAML only, size and alias expansion bounded);
 ``include:`` files are fragments with more ``faults:`` and ``expect:`` entries and must
 stay inside the scenario's folder. Every problem is reported as
 ``FILE:LINE: field.path: what is allowed``.
@@ -15,11 +15,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rig.configload import validate_data
-from rig.expect import Expectation
-from rig.faults import CATALOG, FaultContext, FaultSpec
-from rig.sites import site_path
-from rig.yamlsafe import LoadedYaml, load_yaml, resolve_include
+from rig.assess.expect import Expectation
+from rig.assess.faults import CATALOG, FaultContext, FaultSpec
+from rig.config.loader import validate_data
+from rig.config.sites import site_path
+from rig.config.yamlsafe import LoadedYaml, load_yaml, resolve_include
 from twin.errors import ConfigError
 from twin.faults import FaultTargetError
 from twin.site import Site
@@ -145,7 +145,10 @@ def _site_for(scenario: Scenario, loaded: LoadedYaml, path: Path) -> Site:
 
 
 def _cross_check(scenario: Scenario, site: Site, loaded: LoadedYaml) -> None:
-    from rig.live import LiveOptions, LiveRig  # the live point table: rig points, heartbeats
+    from rig.runtime.live import (  # the live point table: rig points, heartbeats
+        LiveOptions,
+        LiveRig,
+    )
 
     problems: list[str] = []
     twin = LiveRig(site, LiveOptions(out_dir=Path("."), seed=scenario.seed,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rig.configload import load_model
+from rig.config.loader import load_model
 from twin.errors import ConfigError
 from twin.site import Site
 
-SITES_DIR = Path(__file__).resolve().parent.parent / "sites"
+SITES_DIR = Path(__file__).resolve().parents[2] / "sites"
 
 
 def site_path(name_or_path: str | Path) -> Path:

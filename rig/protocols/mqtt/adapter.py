@@ -7,7 +7,8 @@ thread (``loop_start``). The live runner owns the twin and calls, from its own t
   period: one JSON message per device, and alarm raised/cleared messages;
 * ``apply_pending(twin)`` at each slice boundary: applies the commands received since.
 
-Payloads (topics in `rig.topics`; ``t`` is simulated seconds, ``ts`` the site's ISO time):
+Payloads (topics in `rig.protocols.mqtt.topics`; ``t`` is simulated seconds, ``ts`` the
+site's ISO time):
 
 * status, retained, also the last will: ``online`` / ``offline`` (plain text);
 * telemetry: ``{"t": 12.0, "ts": "2026-01-15T00:00:12+00:00", "seq": 12,
@@ -33,7 +34,7 @@ dropped and counted); paho reconnects with exponential backoff and the commands 
 re-subscribed on every connect. No exception in a callback stops the network thread.
 Credentials come only from environment variables and are never logged.
 
-Protocol faults (`rig.faults`) go through ``inject(kind, target=..., **params)``, which
+Protocol faults (`rig.assess.faults`) go through ``inject(kind, target=..., **params)``, which
 applies the fault at once and returns the function that clears it. ``target`` is ``mqtt``
 (every device) or a device name (that device's telemetry). The telemetry faults act on
 telemetry messages only (alarms, replies and status are not touched), in this order:
@@ -77,7 +78,7 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from rig import topics
+from rig.protocols.mqtt import topics
 from twin.errors import PointError, ServiceError, WriteRefused
 from twin.faults import FaultTargetError
 from twin.points import DType, Kind, PointTable

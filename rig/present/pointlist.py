@@ -21,8 +21,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rig import topics
-from rig.modbus_map import ModbusMap
+from rig.protocols.modbus.registers import ModbusMap
+from rig.protocols.mqtt import topics
 from twin.points import PointTable
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ def main_points(site: Site | str | Path, fmt: str = "md", *,
     ``heartbeats`` names the devices whose watchdog heartbeat points the live rig adds
     (they come after every other point, so no other address moves).
     """
-    from rig.watchdog import add_heartbeats, heartbeat_options
+    from rig.runtime.watchdog import add_heartbeats, heartbeat_options
     from twin.plant import Twin
     from twin.site import Site as SiteModel
 
@@ -106,7 +106,7 @@ def main_points(site: Site | str | Path, fmt: str = "md", *,
         raise ValueError(f"unknown point list format {fmt!r}; expected one of "
                          f"{', '.join(FORMATS)}")
     if not isinstance(site, SiteModel):
-        from rig.sites import load_site
+        from rig.config.sites import load_site
         site = load_site(site)
     twin = Twin(site)
     devices = list(heartbeats)

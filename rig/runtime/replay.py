@@ -16,11 +16,11 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from rig.faults import FaultContext, schedule
-from rig.recorder import Recorder
-from rig.store import RunStore
-from rig.summary import build_summary, write_summary
-from rig.watchdog import add_heartbeats
+from rig.assess.faults import FaultContext, schedule
+from rig.present.summary import build_summary, write_summary
+from rig.record.recorder import Recorder
+from rig.record.store import RunStore
+from rig.runtime.watchdog import add_heartbeats
 from twin.plant import Twin
 from twin.points import Command, DType, Kind, Point
 from twin.site import Site
@@ -78,7 +78,7 @@ def replay(run_dir: Path, out_dir: Path) -> dict[str, Any]:
     ``record_hash`` and ``original_hash``."""
     from datetime import datetime
 
-    from rig.scenario import Scenario
+    from rig.config.scenario import Scenario
 
     original = RunStore.open(run_dir)
     m = original.manifest

@@ -1,6 +1,6 @@
 """Reports of a scenario run: ``verdicts.json``, ``junit.xml`` and ``report.html``.
 
-``verdicts.json`` is the list of `rig.expect.Verdict` dicts. ``junit.xml`` holds one
+``verdicts.json`` is the list of `rig.assess.expect.Verdict` dicts. ``junit.xml`` holds one
 testsuite named after the scenario and one testcase per expectation (``fail`` ->
 ``<failure>``, ``error`` -> ``<error>``, with the evidence as JSON); characters XML 1.0
 cannot carry are replaced by U+FFFD. ``report.html`` is one self-contained page (no
@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from rig.expect import START, Verdict, read_columns, unit_dimension
-from rig.store import RunStore
-from rig.summary import SUMMARY_KPIS
+from rig.assess.expect import START, Verdict, read_columns, unit_dimension
+from rig.present.summary import SUMMARY_KPIS
+from rig.record.store import RunStore
 from twin.errors import RunStoreError
 from twin.units import format_quantity, parse_quantity
 

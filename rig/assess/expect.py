@@ -64,7 +64,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from rig.store import RunStore
+from rig.record.store import RunStore
 from twin.errors import RunStoreError, UnitError
 from twin.kpis import Meters, kpis
 from twin.units import DIMENSIONS, Duration, format_quantity, parse_quantity
@@ -798,7 +798,7 @@ def _kpi(exp: KpiExpectation, run: _Run) -> Result:
 def fault_onsets_from_events(store: RunStore) -> dict[str, float]:
     """Fault id -> onset (s) from the ``fault`` events of a stored run.
 
-    Relies on `rig.faults` writing ``"<id> onset: ..."`` as the event message.
+    Relies on `rig.assess.faults` writing ``"<id> onset: ..."`` as the event message.
     """
     onsets: dict[str, float] = {}
     for e in store.events():

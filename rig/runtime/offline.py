@@ -10,10 +10,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rig.progress import Progress
-from rig.recorder import Recorder
-from rig.store import RunStore
-from rig.summary import build_summary, write_summary
+from rig.present.progress import Progress
+from rig.present.summary import build_summary, write_summary
+from rig.record.recorder import Recorder
+from rig.record.store import RunStore
 from twin.plant import DEFAULT_START, Twin
 from twin.site import Site
 

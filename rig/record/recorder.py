@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rig.store import RunStore
+from rig.record.store import RunStore
 
 log = logging.getLogger(__name__)
 

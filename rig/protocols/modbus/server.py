@@ -1,4 +1,5 @@
-"""Modbus TCP server of the live rig (pymodbus 3.16), serving a `rig.modbus_map.ModbusMap`.
+"""Modbus TCP server of the live rig (pymodbus 3.16), serving a
+`rig.protocols.modbus.registers.ModbusMap`.
 
 Everything runs on the live runner's asyncio loop thread, so there are no locks:
 
@@ -20,7 +21,8 @@ Connections beyond ``max_connections`` are closed as soon as they are accepted; 
 connection without a request for ``idle_timeout_s`` is closed. Requests and exception
 responses (by code) are counted for the status view (`ModbusServer.stats`).
 
-Protocol faults (`rig.faults`) go through ``ModbusServer.inject(kind, target=..., **params)``,
+Protocol faults (`rig.assess.faults`) go through
+``ModbusServer.inject(kind, target=..., **params)``,
 which applies the fault at once and returns the function that clears it. ``target`` is
 ``modbus`` (every unit id, also unknown ones) or a device name (its unit id):
 
@@ -63,7 +65,7 @@ from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 
-from rig.modbus_map import FUNCTION_TABLES, ModbusMap, Table
+from rig.protocols.modbus.registers import FUNCTION_TABLES, ModbusMap, Table
 from twin.errors import PointError, WriteRefused
 from twin.faults import FaultTargetError
 
