@@ -29,6 +29,10 @@ class PI:
         if self.lo < out < self.hi or (out >= self.hi and error < 0) or (
                 out <= self.lo and error > 0):
             self.integral = candidate
+        elif out >= self.hi:  # integrate up to the limit, not past it
+            self.integral = max(self.integral, min(candidate, self.hi - p))
+        else:
+            self.integral = min(self.integral, max(candidate, self.lo - p))
         return min(self.hi, max(self.lo, p + self.integral))
 
     def preset(self, output: float) -> None:
