@@ -1,0 +1,87 @@
+"""How the MQTT adapter connects: `MqttConfig` and the broker URL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from twin.site import Site
+
+USERNAME_ENV = "HEATRIG_MQTT_USERNAME"
+PASSWORD_ENV = "HEATRIG_MQTT_PASSWORD"
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    """How the adapter connects and what it publishes.
+
+    ``url`` is ``mqtt://host[:1883]`` or ``mqtts://host[:8883]`` (TLS, server certificate
+    checked against ``ca_file`` or the system store). Username and password are read from
+    the environment variables named here when connecting; they are never stored or logged.
+    """
+
+    url: str = "mqtt://127.0.0.1:1883"
+    site: str = "site"
+    prefix: str = "heatrig"
+    qos: int = 1
+    client_id: str | None = None  # default heatrig-<site>-<pid>
+    ca_file: str | None = None
+    keepalive_s: int = 30
+    queue_bound: int = 1000  # outbound messages held while disconnected
+    command_queue_bound: int = 256  # accepted commands waiting for apply_pending
+    max_payload_bytes: int = 64 * 1024  # bigger command payloads are refused unparsed
+    max_inflight: int = 100  # QoS 1 messages awaiting PUBACK
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 30.0
+    username_env: str = USERNAME_ENV
+    password_env: str = PASSWORD_ENV
+
+    def __post_init__(self) -> None:
+        if self.qos not in (0, 1):
+            raise ValueError(f"mqtt qos must be 0 or 1, not {self.qos!r}")
+        for name in ("queue_bound", "command_queue_bound", "max_payload_bytes", "keepalive_s",
+                     "max_inflight"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"mqtt {name} must be >= 1")
+        if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
+            raise ValueError("mqtt reconnect delays need 0 < min <= max")
+        parse_url(self.url)
+
+    @classmethod
+    def for_site(cls, site: Site, url: str, **overrides: Any) -> MqttConfig:
+        """Configuration for ``site``: its name and ``protocols.mqtt_prefix``."""
+        return cls(url=url, site=site.name, prefix=site.protocols.mqtt_prefix, **overrides)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    """Parsed broker URL."""
+
+    host: str
+    port: int
+    tls: bool
+
+
+def parse_url(url: str) -> BrokerAddress:
+    """Parse ``mqtt://host[:port]`` or ``mqtts://host[:port]``; raise ValueError.
+
+    Credentials in the URL are refused: they belong in the environment.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError(f"mqtt url {url!r}: scheme must be mqtt:// or mqtts://")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"mqtt url: no credentials in the url, use ${USERNAME_ENV} and "
+                         f"${PASSWORD_ENV}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"mqtt url {url!r}: only scheme, host and port are allowed")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"mqtt url {url!r}: {exc}") from None
+    if not parts.hostname:
+        raise ValueError(f"mqtt url {url!r}: no host")
+    tls = parts.scheme == "mqtts"
+    return BrokerAddress(parts.hostname, port or (8883 if tls else 1883), tls)
