@@ -29,7 +29,7 @@ def valve_conductance(kv: float, position: float) -> float:
     """
     if position <= 0.0:
         return 0.0
-    kv_eff = kv * VALVE_RANGEABILITY ** (max(position, 0.02) - 1.0)
+    kv_eff: float = kv * VALVE_RANGEABILITY ** (max(position, 0.02) - 1.0)
     if position < 0.02:
         kv_eff *= position / 0.02
     return kv_eff * KV_TO_KG_S

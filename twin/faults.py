@@ -8,8 +8,8 @@ time and the fault catalog with its parameter schema live in the rig.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from twin.errors import HeatrigError
 
@@ -18,6 +18,15 @@ if TYPE_CHECKING:
     from twin.plant import Twin
 
 Clear = Callable[[], None]
+
+
+class _Named(Protocol):
+    """A plant component found by its device name."""
+
+    name: str
+
+
+_N = TypeVar("_N", bound=_Named)
 PIPING = -2  # a leak in the TCS piping, away from every spot sensor
 
 
@@ -43,7 +52,7 @@ def _cdu(tw: Twin, target: str) -> tuple[int, CDUnit, int]:
     raise FaultTargetError(f"{target}: no such CDU (known: {names})")
 
 
-def _by_name(items: list, target: str, what: str):
+def _by_name(items: Sequence[_N], target: str, what: str) -> _N:
     for item in items:
         if item.name == target:
             return item

@@ -212,6 +212,8 @@ def _saturation_guesses(fluid: str, quality: float) -> tuple[float, list[Any]]:
     Built once per line, about 15 ms.
     """
     a = _state(fluid)
+    lo: float
+    hi: float
     if quality == 0.0:
         lo, hi = T_COND_MIN_C - 5.0, math.floor(critical_temperature_C(fluid) - 1.0)
     else:

@@ -37,8 +37,8 @@ def mixed_node(t: float, c: float, mcp: float, t_in: float, ua: float, t_amb: fl
     return t_eq + delta * decay, t_eq + delta * mean_factor
 
 
-def mixed_nodes(t: np.ndarray, c: np.ndarray, mcp: np.ndarray, t_in: np.ndarray | float,
-                q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def mixed_nodes(t: np.ndarray, c: np.ndarray | float, mcp: np.ndarray,
+                t_in: np.ndarray | float, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Vectorised `mixed_node` without losses, for dt folded into ``c`` (c = C/dt, W/K).
 
     Returns (T_new, T_mean) arrays in degC. Nodes with no flow integrate Q directly.

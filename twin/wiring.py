@@ -11,6 +11,10 @@ from typing import TYPE_CHECKING
 from twin.points import DType, PointTable
 
 if TYPE_CHECKING:
+    from twin.cdu import CDUnit
+    from twin.drycooler import DryCoolerUnit
+    from twin.facility import Pump
+    from twin.heatpump import HeatPumpUnit
     from twin.plant import Twin
 
 T_LO, T_HI = -40.0, 150.0  # degC range of temperature transmitters
@@ -28,20 +32,24 @@ def register_points(tw: Twin) -> None:
     for hp in tw.heat_pumps:
         _heat_pump_points(pts, hp, temp)
     for dc in tw.dry_coolers:
-        n = dc.name
-        pts.sensor(f"{n}.inlet_temp", "degC", T_LO, T_HI, "water entering the dry cooler",
-                   lambda dc=dc: dc.inlet, **temp)
-        pts.sensor(f"{n}.outlet_temp", "degC", T_LO, T_HI, "water leaving the dry cooler",
-                   lambda dc=dc: dc.temp, **temp)
-        pts.sensor(f"{n}.fan_speed", "1", 0, 1, "fan speed feedback (fraction of full)",
-                   lambda dc=dc: dc.fans.position)
-        pts.sensor(f"{n}.heat_rejected", "W", 0, 50e6, "heat rejected to outdoor air",
-                   lambda dc=dc: dc.duty)
-        pts.sensor(f"{n}.fan_power", "W", 0, 5e6, "fan electrical power",
-                   lambda dc=dc: dc.fan_power)
-        pts.command(f"{n}.fan_speed_cmd", "1", 0, 1, "fan speed command (fraction)", dc.fan_cmd)
-        pts.alarm(f"{n}.fan_fault", "fans failed", lambda dc=dc: float(dc.fan_failed))
+        _dry_cooler_points(pts, dc, temp)
     _district_points(tw, pts, temp)
+
+
+def _dry_cooler_points(pts: PointTable, dc: DryCoolerUnit, temp: dict[str, float]) -> None:
+    n = dc.name
+    pts.sensor(f"{n}.inlet_temp", "degC", T_LO, T_HI, "water entering the dry cooler",
+               lambda: dc.inlet, **temp)
+    pts.sensor(f"{n}.outlet_temp", "degC", T_LO, T_HI, "water leaving the dry cooler",
+               lambda: dc.temp, **temp)
+    pts.sensor(f"{n}.fan_speed", "1", 0, 1, "fan speed feedback (fraction of full)",
+               lambda: dc.fans.position)
+    pts.sensor(f"{n}.heat_rejected", "W", 0, 50e6, "heat rejected to outdoor air",
+               lambda: dc.duty)
+    pts.sensor(f"{n}.fan_power", "W", 0, 5e6, "fan electrical power",
+               lambda: dc.fan_power)
+    pts.command(f"{n}.fan_speed_cmd", "1", 0, 1, "fan speed command (fraction)", dc.fan_cmd)
+    pts.alarm(f"{n}.fan_fault", "fans failed", lambda: float(dc.fan_failed))
 
 
 def _site_points(tw: Twin, pts: PointTable, temp: dict[str, float]) -> None:
@@ -62,7 +70,8 @@ def _site_points(tw: Twin, pts: PointTable, temp: dict[str, float]) -> None:
                 tw.air.setpoint)
 
 
-def _cdu_points(tw: Twin, pts: PointTable, i: int, cdu, temp: dict[str, float]) -> None:
+def _cdu_points(tw: Twin, pts: PointTable, i: int, cdu: CDUnit,
+                temp: dict[str, float]) -> None:
     n = cdu.name
     s = tw.site
     flow_noise = s.sensors.flow_noise
@@ -104,23 +113,26 @@ def _cdu_points(tw: Twin, pts: PointTable, i: int, cdu, temp: dict[str, float]) 
                 cdu.makeup_enable, DType.BOOL)
     pts.command(f"{n}.isolate", "1", 0, 1, "isolate the CDU (pump off, primary valve shut)",
                 cdu.isolate, DType.BOOL)
-    racks = tw.racks
     per = s.racks.per_cdu
     for r in range(per):
-        k = i * per + r
-        rn = f"{n}.rack{r + 1:02d}"
-        pts.sensor(f"{rn}.power", "W", 0, 1e6, "IT power of the rack",
-                   lambda k=k: float(racks.power[k]))
-        pts.sensor(f"{rn}.outlet_temp", "degC", T_LO, T_HI, "coolant leaving the rack",
-                   lambda k=k: float(racks.outlet[k]), **temp)
-        pts.sensor(f"{rn}.case_temp", "degC", T_LO, T_HI, "hottest processor case",
-                   lambda k=k: float(racks.case[k]), **temp)
-        pts.status(f"{rn}.throttle", "1", 0, 1, "fraction of demanded power allowed",
-                   lambda k=k: float(racks.throttle[k]))
-        pts.alarm(f"{rn}.shutdown", "rack shut down on over-temperature",
-                  lambda k=k: float(not racks.on[k]))
-        pts.alarm(f"{rn}.leak", "spot leak sensor under the rack",
-                  lambda k=k: float(racks.leaked[k] >= s.cdus.leak_sensor_volume * 1000.0))
+        _rack_points(tw, pts, f"{n}.rack{r + 1:02d}", i * per + r, temp)
+
+
+def _rack_points(tw: Twin, pts: PointTable, rn: str, k: int, temp: dict[str, float]) -> None:
+    racks = tw.racks
+    s = tw.site
+    pts.sensor(f"{rn}.power", "W", 0, 1e6, "IT power of the rack",
+               lambda: float(racks.power[k]))
+    pts.sensor(f"{rn}.outlet_temp", "degC", T_LO, T_HI, "coolant leaving the rack",
+               lambda: float(racks.outlet[k]), **temp)
+    pts.sensor(f"{rn}.case_temp", "degC", T_LO, T_HI, "hottest processor case",
+               lambda: float(racks.case[k]), **temp)
+    pts.status(f"{rn}.throttle", "1", 0, 1, "fraction of demanded power allowed",
+               lambda: float(racks.throttle[k]))
+    pts.alarm(f"{rn}.shutdown", "rack shut down on over-temperature",
+              lambda: float(not racks.on[k]))
+    pts.alarm(f"{rn}.leak", "spot leak sensor under the rack",
+              lambda: float(racks.leaked[k] >= s.cdus.leak_sensor_volume * 1000.0))
 
 
 def _facility_points(tw: Twin, pts: PointTable, temp: dict[str, float]) -> None:
@@ -144,14 +156,18 @@ def _facility_points(tw: Twin, pts: PointTable, temp: dict[str, float]) -> None:
                lambda: hyd.power)
     pts.command("facility.pump_speed_cmd", "1", 0, 1, "pump speed command", hyd.speed_cmd)
     for p in hyd.pumps:
-        n = f"facility.{p.name}"
-        pts.command(f"{n}.enable", "1", 0, 1, "pump enabled", p.enable, DType.BOOL)
-        pts.status(f"{n}.running", "1", 0, 1, "pump running", lambda p=p: float(p.running),
-                   DType.BOOL)
-        pts.alarm(f"{n}.trip", "pump tripped", lambda p=p: float(p.tripped))
+        _pump_points(pts, p)
 
 
-def _heat_pump_points(pts: PointTable, hp, temp: dict[str, float]) -> None:
+def _pump_points(pts: PointTable, p: Pump) -> None:
+    n = f"facility.{p.name}"
+    pts.command(f"{n}.enable", "1", 0, 1, "pump enabled", p.enable, DType.BOOL)
+    pts.status(f"{n}.running", "1", 0, 1, "pump running", lambda: float(p.running),
+               DType.BOOL)
+    pts.alarm(f"{n}.trip", "pump tripped", lambda: float(p.tripped))
+
+
+def _heat_pump_points(pts: PointTable, hp: HeatPumpUnit, temp: dict[str, float]) -> None:
     n = hp.name
     pts.sensor(f"{n}.evap_in_temp", "degC", T_LO, T_HI, "evaporator entering water",
                lambda: hp.evap_in, **temp)
@@ -188,8 +204,7 @@ def _heat_pump_points(pts: PointTable, hp, temp: dict[str, float]) -> None:
     pts.status(f"{n}.starts_last_hour", "1", 0, 100, "starts in the last hour",
                lambda: float(len(hp.starts)), DType.INT)
     for kind in hp.trips:
-        pts.alarm(f"{n}.trip.{kind}", f"{kind.replace('_', ' ')} trip (latched)",
-                  lambda kind=kind: float(hp.trips[kind]))
+        _trip_alarm(pts, hp, kind)
     pts.alarm(f"{n}.lockout", "start refused: maximum starts per hour reached",
               lambda: float(hp.lockout))
     pts.command(f"{n}.enable", "1", 0, 1, "heat pump enable", hp.enable, DType.BOOL)
@@ -224,3 +239,8 @@ def _district_points(tw: Twin, pts: PointTable, temp: dict[str, float]) -> None:
                lambda: d.state_of_charge(hp_sp, ret))
     pts.command("district.boiler_enable", "1", 0, 1, "peak boiler enabled",
                 d.boiler_enable, DType.BOOL)
+
+
+def _trip_alarm(pts: PointTable, hp: HeatPumpUnit, kind: str) -> None:
+    pts.alarm(f"{hp.name}.trip.{kind}", f"{kind.replace('_', ' ')} trip (latched)",
+              lambda: float(hp.trips[kind]))
