@@ -9,7 +9,7 @@ between two calls take effect at the next physics step.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -118,7 +118,7 @@ class Twin:
               offset: float = 0.0) -> None:
         """Call ``callback()`` every ``period`` seconds of simulated time, first at offset."""
 
-        def proc() -> Iterator[simpy.Event]:
+        def proc() -> Generator[simpy.Event, object, None]:
             if offset > 0:
                 yield self.env.timeout(offset)
             while True:
@@ -200,18 +200,19 @@ class Twin:
                 "residual_fraction": residual / m.it if m.it > 0 else 0.0}
 
     # -- SimPy processes ----------------------------------------------------------------
-    def _periodic(self, period: float, fn: Callable[[], None]) -> Iterator[simpy.Event]:
+    def _periodic(self, period: float,
+                  fn: Callable[[], None]) -> Generator[simpy.Event, object, None]:
         while True:
             yield self.env.timeout(period)
             fn()
 
-    def _physics(self) -> Iterator[simpy.Event]:
+    def _physics(self) -> Generator[simpy.Event, object, None]:
         dt = self.dt
         while True:
             yield self.env.timeout(dt)
             self.step(dt)
 
-    def _sampling(self) -> Iterator[simpy.Event]:
+    def _sampling(self) -> Generator[simpy.Event, object, None]:
         period = self.site.sensors.period
         k = 0
         while True:
