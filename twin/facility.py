@@ -133,9 +133,14 @@ class Hydraulics:
         running = [(p, s) for p, s in zip(self.pumps, speeds, strict=True) if s > 0.0]
         g = sum(conductances)
         if not running or g <= 0:
+            # no flow: running pumps hold their shut-off head H0*s^2 across the shut branches
+            shut_off = 0.0
+            if running:
+                s = sum(sp for _, sp in running) / len(running)
+                shut_off = self.spec.pump_head * min(p.head_factor for p, _ in running) * s * s
             self.flow = 0.0
-            self.dp_branches = 0.0
-            self.head = 0.0
+            self.dp_branches = shut_off
+            self.head = shut_off
             self.power = 0.0
             return [0.0] * len(conductances)
         n = len(running)
