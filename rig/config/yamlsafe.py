@@ -25,10 +25,11 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from yaml.constructor import SafeConstructor
+from yaml.error import Mark
 from yaml.events import (
     AliasEvent,
     DocumentStartEvent,
@@ -81,28 +82,43 @@ class LoadedYaml:
 # ----------------------------------------------------------------------------- the node graph
 
 
+def _mark(event: Event) -> Mark:
+    """Where ``event`` starts (the parser marks every event it emits)."""
+    return cast(Mark, event.start_mark)
+
+
 class _Node:
     __slots__ = ("column", "line")
+    line: int  # 1-based
+    column: int  # 1-based
 
     def __init__(self, event: Event) -> None:
-        self.line = event.start_mark.line + 1
-        self.column = event.start_mark.column + 1
+        mark = _mark(event)
+        self.line = mark.line + 1
+        self.column = mark.column + 1
 
 
 class _Scalar(_Node):
     __slots__ = ("merge", "raw", "value")
+    merge: bool  # the merge key ``<<``
+    raw: str  # the text as written
+    value: Any  # typed as by yaml.safe_load
 
 
 class _Seq(_Node):
     __slots__ = ("items",)
+    items: list[_Node]
 
 
 class _Map(_Node):
     __slots__ = ("entries", "merges")
+    entries: list[tuple[str, _Node, _Node]]  # (key, key node, value node)
+    merges: list[_Node]  # values of ``<<`` keys
 
 
 class _Alias(_Node):
     __slots__ = ("target",)
+    target: _Node
 
 
 class _Refused(Exception):
@@ -161,7 +177,7 @@ class _Builder:
     def _count(self, event: Event) -> None:
         self.composed += 1
         if self.composed > self.max_nodes:
-            self.problem(event.start_mark.line + 1,
+            self.problem(_mark(event).line + 1,
                          f"more than {self.max_nodes:,} nodes (limit max_nodes)", fatal=True)
 
     def _node(self, loader: Any, depth: int) -> _Node:
@@ -176,7 +192,7 @@ class _Builder:
                 self.problem(line, f"alias '*{event.anchor}' has no anchor '&{event.anchor}' "
                              "before it", fatal=True)
             alias = _Alias(event)
-            alias.target = self.anchors[event.anchor]
+            alias.target = self.anchors[cast(str, event.anchor)]  # an alias always names one
             return alias
         if depth > self.max_depth:
             self.problem(line, f"nesting deeper than {self.max_depth} levels", fatal=True)
