@@ -672,8 +672,9 @@ def _mqtt(exp: MqttExpectation, run: _Run, w: _Window) -> Result:
         else:
             ok = True
         if ok:
-            evidence = {"t": msg.t, "topic": msg.topic, "payload": _short(msg.payload),
-                        "delay_s": msg.t - w.anchor_s}
+            evidence: dict[str, Any] = {"t": msg.t, "topic": msg.topic,
+                                        "payload": _short(msg.payload),
+                                        "delay_s": msg.t - w.anchor_s}
             return "pass", evidence, (f"seen on {msg.topic} at t = {msg.t:g} s "
                                       f"({msg.t - w.anchor_s:g} s after {w.after})")
         last = msg
@@ -682,7 +683,7 @@ def _mqtt(exp: MqttExpectation, run: _Run, w: _Window) -> Result:
         want = f" matching /{exp.payload_regex}/"
     elif exp.payload is not None:
         want = f" containing {json.dumps(exp.payload, sort_keys=True)}"
-    evidence: dict[str, Any] = {"messages_on_topic": on_topic, "deadline_s": w.end_s}
+    evidence = {"messages_on_topic": on_topic, "deadline_s": w.end_s}
     if last is not None:
         evidence.update(last_t=last.t, last_topic=last.topic, last_payload=_short(last.payload))
     return "fail", evidence, (f"no message on {exp.topic}{want} {w.describe()} "

@@ -11,9 +11,9 @@ from __future__ import annotations
 import functools
 import logging
 import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 import simpy
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
@@ -183,7 +183,11 @@ def _fault_models() -> tuple[type[BaseModel], ...]:
 
 
 FAULT_MODELS = _fault_models()
-FaultSpec = Annotated[functools.reduce(operator.or_, FAULT_MODELS), Field(discriminator="kind")]
+if TYPE_CHECKING:  # the union of the catalog's models exists only at run time
+    FaultSpec = BaseModel
+else:
+    FaultSpec = Annotated[functools.reduce(operator.or_, FAULT_MODELS),
+                          Field(discriminator="kind")]
 
 
 @dataclass
@@ -204,7 +208,8 @@ def schedule(ctx: FaultContext, specs: list[BaseModel]) -> list[ScheduledFault]:
     return records
 
 
-def _run_fault(ctx: FaultContext, record: ScheduledFault) -> Iterator[simpy.Event]:
+def _run_fault(ctx: FaultContext, record: ScheduledFault,
+               ) -> Generator[simpy.Event, object, None]:
     tw = ctx.twin
     spec: Any = record.spec
     kind = CATALOG[spec.kind]

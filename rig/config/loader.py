@@ -146,7 +146,7 @@ def _message(error: Any, model_cls: type[BaseModel], data_path: FieldPath,
     if kind in _BOUNDS:
         name, op = _BOUNDS[kind]
         dimension = _dimension(model_cls, data_path)
-        bound = ctx.get(name)
+        bound: Any = ctx.get(name)  # pydantic gives the bound of every bound error
         if dimension is None:
             return f"must be {op} {_number(bound)}{got}"
         got_text = _shown(value)

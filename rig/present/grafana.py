@@ -384,7 +384,7 @@ def base_variables(run_query: str) -> list[Json]:
 RUN_QUERY = 'SHOW TAG VALUES WITH KEY = "run" WHERE "site" =~ /^$site$/'
 
 
-def annotations(events_on: bool) -> Json:
+def dashboard_annotations(events_on: bool) -> Json:
     """Faults and verdicts (always on) and the other plant events."""
     def ann(name: str, colour: str, query: str, text: str, tags: str, on: bool) -> Json:
         return {"name": name, "datasource": DS, "enable": on, "hide": False,
@@ -411,7 +411,7 @@ class Board:
                  extra_variables: Sequence[Json] = (), events_on: bool = False) -> None:
         self.uid, self.title, self.description = uid, title, description
         self.variables = [*base_variables(RUN_QUERY), *extra_variables]
-        self.annotations = annotations(events_on)
+        self.annotations = dashboard_annotations(events_on)
         self.panels: list[Json] = []
         self.x = self.y = self.height = 0
 

@@ -300,7 +300,9 @@ class V2Writer:
 
         try:
             self._write_api.write(bucket=self._bucket, org=self.target.org or "-",
-                                  record=body, write_precision="ns")
+                                  record=body,
+                                  # WritePrecision's members are plain str ("ns")
+                                  write_precision="ns")  # type: ignore[arg-type]
         except InfluxDBError as exc:
             status = getattr(exc, "status", None)
             if status is None and exc.response is not None:

@@ -313,7 +313,8 @@ class DetectorService:
         if user:
             self.client.username_pw_set(user, os.environ.get("HEATRIG_MQTT_PASSWORD"))
         self.client.will_set(conn.status_topic, b"offline", qos=1, retain=True)
-        self.client.reconnect_delay_set(0.5, 10)
+        # paho takes float seconds here; its annotation says int
+        self.client.reconnect_delay_set(0.5, 10)  # type: ignore[arg-type]
         self.client.on_connect = self._guard(self._on_connect)
         self.client.on_subscribe = self._guard(self._on_subscribe)
         self.client.on_disconnect = self._guard(self._on_disconnect)

@@ -114,7 +114,8 @@ def encode_float32(values: np.ndarray | Sequence[float], word_order: WordOrder) 
     return np.stack(pair, axis=-1)
 
 
-def decode_float32(registers: np.ndarray | Sequence[int], word_order: WordOrder) -> np.ndarray:
+def decode_float32(registers: np.ndarray | Sequence[int] | Sequence[Sequence[int]],
+                   word_order: WordOrder) -> np.ndarray:
     """Float32 values (as float64) of an (n, 2) array of registers in ``word_order``."""
     regs = np.asarray(registers, dtype=np.uint32).reshape(-1, 2)
     first, second = regs[:, 0], regs[:, 1]
@@ -428,7 +429,7 @@ class ModbusMap:
 
 
 def _check_options(points: PointTable, options: Options) -> dict[str, tuple[Encoding, float]]:
-    out = {}
+    out: dict[str, tuple[Encoding, float]] = {}
     for pid, option in options.items():
         if pid not in points:
             raise ValueError(f"modbus option for unknown point {pid!r}")

@@ -340,7 +340,7 @@ class ModbusServer:
         self.requests = 0
         self._faults: tuple[_Fault, ...] = ()
         self._server: _TcpServer | None = None
-        self._listener: asyncio.AbstractServer | None = None
+        self._listener: asyncio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._port: int | None = None
 
