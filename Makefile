@@ -26,8 +26,12 @@ services:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# Style (ruff), types (mypy: strict for twin/) and the architecture's import rules
+# (import-linter contracts in pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
 
 test: $(STAMP) services lint
 	$(BIN)/pytest -q
