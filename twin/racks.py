@@ -16,7 +16,8 @@ class RackArray:
     CDU supply temperature. Its liquid share of IT power heats the coolant; the rest goes
     to the room air. The case temperature is the coolant mean plus the case resistance
     times the liquid heat. Above ``throttle_case`` power is reduced in proportion; above
-    ``shutdown_case`` the rack shuts down until it has cooled below the throttle limit.
+    ``shutdown_case`` the rack shuts down; it restarts at half power once its case is
+    10 K below the throttle limit and at least ``RESTART_DELAY_S`` after the shutdown.
     """
 
     RESTART_DELAY_S = 600.0
