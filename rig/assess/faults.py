@@ -184,7 +184,11 @@ def _fault_models() -> tuple[type[BaseModel], ...]:
 
 FAULT_MODELS = _fault_models()
 if TYPE_CHECKING:  # the union of the catalog's models exists only at run time
-    FaultSpec = BaseModel
+
+    class FaultSpec(FaultBase):
+        """What the type checker knows of every catalog fault."""
+
+        kind: str
 else:
     FaultSpec = Annotated[functools.reduce(operator.or_, FAULT_MODELS),
                           Field(discriminator="kind")]
@@ -194,13 +198,13 @@ else:
 class ScheduledFault:
     """A fault's run-time record: when it started and ended (simulated s)."""
 
-    spec: BaseModel
+    spec: FaultSpec
     onset_s: float | None = None
     end_s: float | None = None
     error: str | None = None
 
 
-def schedule(ctx: FaultContext, specs: list[BaseModel]) -> list[ScheduledFault]:
+def schedule(ctx: FaultContext, specs: list[FaultSpec]) -> list[ScheduledFault]:
     """Start a SimPy process per fault; returns their run-time records."""
     records = [ScheduledFault(spec) for spec in specs]
     for record in records:
