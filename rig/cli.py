@@ -6,8 +6,10 @@ import argparse
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 from twin.errors import HeatrigError
 from twin.units import parse_quantity
@@ -41,12 +43,19 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shipped(kind: Literal["sites", "scenarios"]) -> list[str]:
+    """Names of the shipped sites or example scenarios."""
+    from rig.config import shipped
+
+    return shipped.names(kind)
+
+
 def _is_scenario(path: str) -> bool:
     from rig.config.yamlsafe import load_yaml
 
     p = Path(path)
-    if not p.is_file():
-        return False
+    if not p.is_file():  # a name: a shipped example scenario unless a site has it too
+        return path in _shipped("scenarios") and path not in _shipped("sites")
     data = load_yaml(p).data
     return isinstance(data, dict) and bool({"faults", "expect", "sut", "duration"} & set(data))
 
@@ -203,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("sim", help="simulate a site offline as fast as possible")
-    sim.add_argument("site", help="site file (sites/*.yaml) or a site name")
+    sim.add_argument("site", help="site file, or the name of a shipped site (e.g. "
+                     "reference-1mw)")
     sim.add_argument("--duration", type=_duration, default=86_400.0,
                      help="simulated time, e.g. 24h, 90 min (default 24h)")
     sim.add_argument("--out", help="run directory (default runs/<site>-offline)")
@@ -214,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=cmd_sim)
 
     run = sub.add_parser("run", help="serve a site or a scenario live over Modbus and MQTT")
-    run.add_argument("target", help="scenario file, site file or site name")
+    run.add_argument("target", help="scenario file or name of a shipped example scenario, "
+                     "site file or name of a shipped site")
     run.add_argument("--speed", type=float, help="simulated seconds per wall second "
                      "(default: the scenario's, else 1)")
     run.add_argument("--duration", type=_duration, help="simulated time (default: the "
@@ -271,8 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--restart", action="store_true", help="ignore the checkpoint")
     export.set_defaults(func=cmd_export)
 
-    check = sub.add_parser("check", help="validate scenario files")
-    check.add_argument("files", nargs="+")
+    check = sub.add_parser(
+        "check", help="validate scenario files",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(
+            "Validate scenario files: YAML, fields, faults, expectations and the site they "
+            "name (a shipped site or a site file next to the scenario)."),
+        epilog=textwrap.fill("shipped example scenarios: " + ", ".join(_shipped("scenarios")),
+                             break_on_hyphens=False))
+    check.add_argument("files", nargs="+", metavar="SCENARIO",
+                       help="scenario file, or the name of a shipped example (e.g. cdu-leak)")
     check.set_defaults(func=cmd_check)
 
     schema = sub.add_parser("schema", help="print the JSON Schema for editors")

@@ -27,7 +27,6 @@ from rig.present.grafana import (
     DASHBOARD_DIR,
     DATASOURCE_UID,
     DEFAULT_SITE,
-    REPO,
     add_live_points,
     check,
     main,
@@ -38,7 +37,7 @@ from rig.record.store import RunStore
 from rig.runtime.offline import run_offline
 from twin.plant import Twin
 
-GRAFANA = REPO / "grafana"
+GRAFANA = Path(__file__).resolve().parents[1] / "grafana"
 INTERVAL = "60s"
 NAMES = ("overview", "racks-cdus", "heat-pumps", "district", "test-campaign")
 FAULTS = [

@@ -2,8 +2,8 @@
 
 Loading is safe (`rig.config.yamlsafe`: plain YAML only, size and alias expansion bounded);
 ``include:`` files are fragments with more ``faults:`` and ``expect:`` entries and must
-stay inside the scenario's folder. Every problem is reported as
-``FILE:LINE: field.path: what is allowed``.
+stay inside the scenario's folder; ``site:`` names a shipped site or a site file next to
+the scenario. Every problem is reported as ``FILE:LINE: field.path: what is allowed``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rig.assess.expect import Expectation
 from rig.assess.faults import CATALOG, FaultContext, FaultSpec
+from rig.config import shipped
 from rig.config.loader import validate_data
-from rig.config.sites import site_path
+from rig.config.sites import site_names, site_path
 from rig.config.yamlsafe import LoadedYaml, load_yaml, resolve_include
 from twin.errors import ConfigError
 from twin.faults import FaultTargetError
@@ -114,7 +115,7 @@ def _with_includes(loaded: LoadedYaml, path: Path) -> dict[str, Any]:
 
 def load_scenario(path: str | Path) -> LoadedScenario:
     """Load, validate and cross-check a scenario file; raises ConfigError."""
-    path = Path(path)
+    path = scenario_path(path)
     loaded = load_yaml(path, max_bytes=MAX_SCENARIO_BYTES)
     data = _with_includes(loaded, path)
     scenario = validate_data(data, Scenario, source=str(path), locate=loaded.locate)
@@ -123,12 +124,20 @@ def load_scenario(path: str | Path) -> LoadedScenario:
     return LoadedScenario(path, scenario, site)
 
 
+def scenario_path(name_or_path: str | Path) -> Path:
+    """A scenario file from a path, or from the name of a shipped example (``cdu-leak``)."""
+    return shipped.resolve(name_or_path, "scenarios")
+
+
 def _site_for(scenario: Scenario, loaded: LoadedYaml, path: Path) -> Site:
+    """The scenario's site: a shipped site by name, or a site file next to the scenario."""
     try:
-        site_file = site_path(scenario.site)
+        site_file = site_path(scenario.site, near=path.parent)
     except ConfigError:
+        known = ", ".join(site_names())
         raise ConfigError([f"{loaded.where(('site',))}: site: no site named "
-                           f"'{scenario.site}' in sites/"]) from None
+                           f"'{scenario.site}' (not a site file next to the scenario; "
+                           f"known sites: {known})"]) from None
     site_data = load_yaml(site_file).data
     overrides = _merge(scenario.site_overrides, {
         k: v for k, v in (("weather", scenario.weather), ("it_load", scenario.it_load)) if v})

@@ -1,6 +1,7 @@
 """Grafana dashboards generated from a site's point table.
 
-``python -m rig.present.grafana [--check]``.
+``python -m rig.present.grafana [--check]`` writes (or compares with) the committed
+dashboards, ``grafana/dashboards/`` of the repository (package data ``heatrig_data.dashboards``).
 
 Every panel queries InfluxDB with InfluxQL on the schema of ``docs/influx-schema.md`` (one
 measurement per device class; tags ``device``, ``point``, ``run``, ``site``; fields
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rig.config import shipped
 from rig.config.sites import load_site
 from rig.record.lineprotocol import point_key
 from rig.runtime.replay import add_rig_points, controlled_devices
@@ -38,8 +40,7 @@ from twin.plant import Twin
 from twin.points import Command, DType, Kind, Point
 from twin.site import Site
 
-REPO = Path(__file__).resolve().parents[2]
-DASHBOARD_DIR = REPO / "grafana" / "dashboards"
+DASHBOARD_DIR = shipped.folder("dashboards")  # grafana/dashboards/ in the repository
 DEFAULT_SITE = "reference-1mw"
 SCHEMA_VERSION = 39
 DATASOURCE_UID = "heatrig-influxdb"  # uid of the provisioned data source
@@ -785,7 +786,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rig.present.grafana",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--site", default=DEFAULT_SITE, help="site name or file")
-    parser.add_argument("--out", default=str(DASHBOARD_DIR), help="dashboard folder")
+    parser.add_argument("--out", default=str(DASHBOARD_DIR),
+                        help=f"dashboard folder (default: the shipped ones, {DASHBOARD_DIR})")
     parser.add_argument("--check", action="store_true",
                         help="compare with the folder instead of writing; exit 1 on drift")
     args = parser.parse_args(argv)
