@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from twin.errors import ConfigError
+from twin.errors import ConfigError, HeatrigError
 
 Kind = Literal["sites", "scenarios", "dashboards"]
 PACKAGES: dict[Kind, str] = {
@@ -27,9 +27,13 @@ YAML_SUFFIXES = (".yaml", ".yml")
 
 def folder(kind: Kind) -> Path:
     """The folder of the shipped ``kind`` files (an installed package's folder on disk)."""
-    root = resources.files(PACKAGES[kind])
+    try:
+        root = resources.files(PACKAGES[kind])
+    except ModuleNotFoundError:  # rig imported from a checkout that was never installed
+        raise HeatrigError(f"{PACKAGES[kind]}: heatrig's shipped data is not installed; "
+                           "install heatrig (in a checkout: pip install -e .)") from None
     if not isinstance(root, Path):  # e.g. a zipped install: nothing heatrig supports
-        raise ConfigError([f"{PACKAGES[kind]}: shipped data is not a folder on disk ({root})"])
+        raise HeatrigError(f"{PACKAGES[kind]}: shipped data is not a folder on disk ({root})")
     return root
 
 
