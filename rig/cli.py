@@ -4,27 +4,133 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
+import re
+import socket
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, NoReturn
 
-from twin.errors import HeatrigError
+from twin.errors import ConfigError, HeatrigError
 from twin.units import parse_quantity
 
 log = logging.getLogger("heatrig")
 
+PREFIX = "heatrig: error: "
+MAX_SEED = 2**32 - 1
+
+
+# ----------------------------------------------------------------------------- argument types
+# Each type refuses a bad value with argparse.ArgumentTypeError, whose text argparse shows
+# after "argument --option: "; the value is checked before anything is opened or served.
+
 
 def _duration(text: str) -> float:
+    """A positive duration such as ``24h`` or ``90 min``, in s."""
     try:
         value = parse_quantity(text, "duration")
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    if value <= 0:
+    if not value > 0:
         raise argparse.ArgumentTypeError(f"duration must be positive, got {text!r}")
     return value
+
+
+def _speed(text: str) -> float:
+    """Simulated seconds per wall second, > 0 and finite."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0 such as 60, got {text!r}"
+                                         ) from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number > 0 such as 60, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """A random seed, 0..2**32-1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer 0..{MAX_SEED}, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    """A TCP port 0..65535 (0 = any free port)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port 0..65535, got {text!r}")
+    return value
+
+
+def _modbus_endpoint(text: str) -> str:
+    """``HOST:PORT`` (or ``[v6]:PORT``) to listen on; the host must resolve."""
+    from rig.protocols.modbus.server import parse_endpoint
+
+    if not re.fullmatch(r"(\[[^\]]*\]|[^:\[\]]*):[^:]*", text.strip()):
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT such as 127.0.0.1:5020, got "
+                                         f"{text!r}")
+    try:
+        host, port = parse_endpoint(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError):
+        raise argparse.ArgumentTypeError(f"unknown host {host!r} in {text!r}; give an address "
+                                         "such as 127.0.0.1:5020") from None
+    return text
+
+
+def _mqtt_url(text: str) -> str:
+    """A broker URL ``mqtt://HOST[:PORT]`` or ``mqtts://HOST[:PORT]``."""
+    from rig.protocols.mqtt.adapter import parse_url
+
+    try:
+        parse_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _influx_url(text: str) -> str:
+    """An InfluxDB URL as `rig.record.influx.InfluxTarget.from_url` takes it."""
+    from rig.record.influx import InfluxTarget
+
+    try:
+        InfluxTarget.from_url(text, env={})
+    except (HeatrigError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake as one line and exits with code 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # '-1h' after --duration is its value (then refused as not positive), not an option
+        self._negative_number_matcher = re.compile(r"^-\d")
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``heatrig: error: MESSAGE`` and exit 2 (no usage block)."""
+        hint = ""
+        extra = message.split(":", 1)[1].split() if ":" in message else []
+        if message.startswith("unrecognized arguments:") and not extra[0].startswith("-"):
+            hint = "; quote a value that has spaces, e.g. --duration '90 min'"
+        command = self.prog.removeprefix("heatrig").strip()
+        where = f"heatrig {command} --help" if command else "heatrig --help"
+        self.exit(2, f"{PREFIX}{message}{hint} (see '{where}')\n")
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -151,7 +257,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a recorded run to InfluxDB (credentials from the environment)."""
     from rig.record.influx import InfluxTarget, export_run
+    from rig.record.store import RunStore
 
+    RunStore.open(Path(args.run_dir)).close()  # not a run: say so before trying the server
     target = InfluxTarget.from_url(args.influx, api=args.api, database=args.database,
                                    org=args.org)
     stats = export_run(Path(args.run_dir), target, restart=args.restart)
@@ -205,7 +313,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="heatrig",
         description="Digital twin and HIL test rig for data-center cooling with heat recovery.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -217,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--duration", type=_duration, default=86_400.0,
                      help="simulated time, e.g. 24h, 90 min (default 24h)")
     sim.add_argument("--out", help="run directory (default runs/<site>-offline)")
-    sim.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sim.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     sim.add_argument("--record-period", type=_duration, default=10.0,
                      help="recording period, e.g. 10s (default 10 s)")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -226,23 +334,23 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="serve a site or a scenario live over Modbus and MQTT")
     run.add_argument("target", help="scenario file or name of a shipped example scenario, "
                      "site file or name of a shipped site")
-    run.add_argument("--speed", type=float, help="simulated seconds per wall second "
+    run.add_argument("--speed", type=_speed, help="simulated seconds per wall second "
                      "(default: the scenario's, else 1)")
     run.add_argument("--duration", type=_duration, help="simulated time (default: the "
                      "scenario's, else until Ctrl-C)")
-    run.add_argument("--modbus", default="127.0.0.1:5020", help="Modbus TCP HOST:PORT "
-                     "(default 127.0.0.1:5020)")
-    run.add_argument("--mqtt", help="broker URL mqtt://HOST:PORT (default: an embedded "
-                     "broker on loopback)")
-    run.add_argument("--broker-port", type=int, default=1883,
+    run.add_argument("--modbus", type=_modbus_endpoint, default="127.0.0.1:5020",
+                     help="Modbus TCP HOST:PORT (default 127.0.0.1:5020)")
+    run.add_argument("--mqtt", type=_mqtt_url, help="broker URL mqtt://HOST:PORT (default: "
+                     "an embedded broker on loopback)")
+    run.add_argument("--broker-port", type=_port, default=1883,
                      help="port of the embedded broker on 127.0.0.1 when --mqtt is not given "
                      "(default 1883; 0 = any free port)")
     run.add_argument("--mqtt-qos", type=int, choices=(0, 1), default=1,
                      help="QoS of telemetry and replies (default 1)")
     run.add_argument("--out", help="run directory (default runs/<scenario or site>)")
-    run.add_argument("--influx", help="forward to this InfluxDB while running (nothing is "
-                     "lost if it goes away; secrets from HEATRIG_INFLUX_*)")
-    run.add_argument("--seed", type=int, help="random seed")
+    run.add_argument("--influx", type=_influx_url, help="forward to this InfluxDB while "
+                     "running (nothing is lost if it goes away; secrets from HEATRIG_INFLUX_*)")
+    run.add_argument("--seed", type=_seed, help="random seed")
     run.add_argument("--slice", type=_duration, default=0.1, help="wall time per slice "
                      "(default 100 ms)")
     run.add_argument("--policy", choices=("warn", "skip", "halt"), default="warn",
@@ -273,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="export a run to InfluxDB (nothing lost)")
     export.add_argument("run_dir")
-    export.add_argument("--influx", required=True,
+    export.add_argument("--influx", required=True, type=_influx_url,
                         help="InfluxDB URL, e.g. http://127.0.0.1:8086 (influx1:// or "
                         "influx2:// to force the API); secrets from HEATRIG_INFLUX_*")
     export.add_argument("--api", choices=("v1", "v2"), help="write API (default: detected)")
@@ -308,8 +416,63 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_SCENARIO_KEYS = frozenset({"faults", "expect", "sut", "duration"})
+_SITE_KEYS = frozenset({"racks", "cdus", "facility", "heat_pumps", "district"})
+
+
+def _top_keys(path: str) -> frozenset[str]:
+    """Top-level keys of a YAML file named on the command line (none if unreadable)."""
+    from rig.config.yamlsafe import load_yaml
+
+    file = Path(path)
+    if not file.is_file():
+        return frozenset()
+    try:
+        data = load_yaml(file).data
+    except ConfigError:  # the command itself reports it
+        return frozenset()
+    return frozenset(data) if isinstance(data, dict) else frozenset()
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    """Refuse a scenario where a site is expected and the other way round."""
+    if args.command in ("sim", "points") and _top_keys(args.site) & _SCENARIO_KEYS:
+        raise ConfigError(f"{args.site}: this is a scenario file; 'heatrig {args.command}' "
+                          f"takes a site file or name (serve a scenario with 'heatrig run "
+                          f"{args.site}')")
+    if args.command == "check":
+        for path in args.files:
+            keys = _top_keys(path)
+            if keys & _SITE_KEYS and not keys & _SCENARIO_KEYS:
+                raise ConfigError(f"{path}: this is a site file; 'heatrig check' validates "
+                                  f"scenario files (check a site with 'heatrig points {path}')")
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def error_lines(exc: BaseException) -> list[str]:
+    """What the CLI prints for an error a user can act on: one line per problem."""
+    if isinstance(exc, ConfigError):
+        lines = [_one_line(problem) for problem in exc.problems]
+    elif isinstance(exc, OSError) and exc.filename is not None:
+        what = exc.strerror or str(exc)
+        files = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else f"{exc.filename}"
+        lines = [f"{files}: {what}"]
+    else:
+        lines = [_one_line(str(exc))]
+    return [PREFIX + (line or type(exc).__name__) for line in lines if line] or [
+        PREFIX + type(exc).__name__]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `heatrig` console script."""
+    """Entry point of the `heatrig` console script.
+
+    A mistake in the input (command line, site or scenario file, a run folder, a file that
+    cannot be read or written) exits 2 with ``heatrig: error: ...`` lines, one per problem;
+    an unexpected exception is a bug and keeps its traceback.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -318,9 +481,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        _check_inputs(args)
         return func(args)
     except HeatrigError as exc:
-        print(f"heatrig: error: {exc}", file=sys.stderr)
+        print("\n".join(error_lines(exc)), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("heatrig: interrupted", file=sys.stderr)
@@ -328,6 +492,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into head & co.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         return 0
+    except OSError as exc:  # a path given on the command line cannot be read or written
+        log.debug("the error in full", exc_info=True)
+        print("\n".join(error_lines(exc)), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from rig.record.lineprotocol import (
 )
 from rig.record.recorder import Recorder
 from rig.record.store import RunStore
-from twin.errors import ServiceError
+from twin.errors import ConfigError, ServiceError
 from twin.plant import Twin
 from twin.site import Site
 
@@ -300,7 +300,7 @@ def test_database_dropped_mid_run_stops_the_forwarder_not_the_run(
 
 
 def test_credentials_in_the_url_are_refused() -> None:
-    with pytest.raises(ServiceError, match="credentials in the URL") as err:
+    with pytest.raises(ConfigError, match="credentials in the URL") as err:
         InfluxTarget.from_url("http://admin:pa55word@127.0.0.1:8086?db=x")
     assert "pa55word" not in str(err.value)
     t = InfluxTarget.from_url("influx1s://db.example:8443/rig/autogen", env=NO_SECRETS)

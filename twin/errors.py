@@ -11,16 +11,23 @@ class HeatrigError(Exception):
     """Base class of every error heatrig raises on purpose."""
 
 
-class ConfigError(HeatrigError):
-    """A site or scenario description is invalid.
+class ConfigError(HeatrigError, ValueError):
+    """A site file, scenario file or command-line value cannot be used.
 
-    Each entry of ``problems`` is one human-readable line naming the file, line, field
-    path and what is allowed.
+    Each entry of ``problems`` is one self-contained line naming the file, line, field
+    path and what is allowed (``FILE:LINE: field.path: what is allowed``), or the option
+    and what it takes (``--modbus 'x': expected HOST:PORT``). A single string is one
+    problem. It is a `ValueError` too, so validators and callers that expect one keep
+    working.
     """
 
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = list(problems)
+    def __init__(self, problems: str | list[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("\n".join(self.problems))
+
+
+class ScenarioError(ConfigError):
+    """A scenario file (or a file it includes, or the site it names) cannot be used."""
 
 
 class UnitError(HeatrigError, ValueError):
@@ -59,5 +66,13 @@ class ServiceError(HeatrigError):
     """An external service (broker, database) cannot be used; the message says why."""
 
 
-class RunStoreError(HeatrigError):
+class ProtocolError(HeatrigError):
+    """A Modbus or MQTT endpoint cannot be served (address taken, listener refused)."""
+
+
+class RunError(HeatrigError):
+    """A run cannot be started, read or reproduced; the message names the run and why."""
+
+
+class RunStoreError(RunError):
     """A run directory has no usable run store, or the store cannot be written."""

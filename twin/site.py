@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from twin.units import (
     Area,
@@ -236,6 +236,16 @@ class Protocols(Strict):
     mqtt_prefix: str = Field("heatrig", pattern=r"^[A-Za-z0-9_\-/]{1,64}$")
     unit_ids: dict[str, Annotated[int, Field(ge=1, le=247)]] = Field(default_factory=dict)
     scaled: dict[str, ScaledEncoding] = Field(default_factory=dict)  # point id -> encoding
+
+    @field_validator("unit_ids")
+    @classmethod
+    def _unique_unit_ids(cls, unit_ids: dict[str, int]) -> dict[str, int]:
+        seen: dict[int, str] = {}
+        for device, uid in unit_ids.items():
+            if uid in seen:
+                raise ValueError(f"unit id {uid} given to both {seen[uid]} and {device}")
+            seen[uid] = device
+        return unit_ids
 
 
 class Site(Strict):

@@ -95,7 +95,11 @@ def validate_data(
 
 def _problem(error: Any, data: Any, model_cls: type[BaseModel], source: str,
              locate: Locate | None, prefix: FieldPath) -> tuple[int, int, str]:
-    data_path, shown_path, found, raw = _walk(data, tuple(error["loc"]), model_cls)
+    loc = tuple(error["loc"])
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        key = str((error.get("ctx") or {}).get("discriminator", "")).strip("'\"")
+        loc = (*loc, key) if key else loc  # the problem is in the field that picks the kind
+    data_path, shown_path, found, raw = _walk(data, loc, model_cls)
     message = _message(error, model_cls, data_path, shown_path, found, raw)
     field_path = _format_path(prefix + shown_path)
     body = f"{field_path}: {message}" if field_path else message
@@ -139,8 +143,13 @@ def _message(error: Any, model_cls: type[BaseModel], data_path: FieldPath,
     ctx = error.get("ctx") or {}
     value = raw if found else error.get("input")
     got = f" (got {_shown(value)})"
-    if kind == "missing":
+    if kind in ("missing", "union_tag_not_found"):
         return "missing required field"
+    if kind == "union_tag_invalid":
+        tags = [t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",")]
+        close = difflib.get_close_matches(str(ctx.get("tag")), tags, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"unknown kind {_shown(ctx.get('tag'))} (allowed: {', '.join(tags)}{hint})"
     if kind == "extra_forbidden":
         return _unknown_key(model_cls, data_path[:-1], shown_path[-1] if shown_path else "?")
     if kind in _BOUNDS:

@@ -21,7 +21,7 @@ from rig.config import shipped
 from rig.config.loader import validate_data
 from rig.config.sites import site_names, site_path
 from rig.config.yamlsafe import LoadedYaml, load_yaml, resolve_include
-from twin.errors import ConfigError
+from twin.errors import ConfigError, ScenarioError
 from twin.faults import FaultTargetError
 from twin.site import Site
 from twin.units import Duration
@@ -100,7 +100,7 @@ def _with_includes(loaded: LoadedYaml, path: Path) -> dict[str, Any]:
         where = loaded.where(("include", i))
         if not isinstance(rel, str):
             raise ConfigError([f"{where}: include[{i}]: expected a file name"])
-        target = resolve_include(path.parent, rel, where=where)
+        target = resolve_include(path.parent, rel, where=f"{where}: include[{i}]")
         fragment = load_yaml(target, max_bytes=MAX_SCENARIO_BYTES).data or {}
         if not isinstance(fragment, dict) or set(fragment) - {"faults", "expect"}:
             raise ConfigError([f"{where}: include[{i}]: {rel} may only hold 'faults' and "
@@ -114,13 +114,18 @@ def _with_includes(loaded: LoadedYaml, path: Path) -> dict[str, Any]:
 
 
 def load_scenario(path: str | Path) -> LoadedScenario:
-    """Load, validate and cross-check a scenario file; raises ConfigError."""
+    """Load, validate and cross-check a scenario file; raises `ScenarioError`."""
     path = scenario_path(path)
-    loaded = load_yaml(path, max_bytes=MAX_SCENARIO_BYTES)
-    data = _with_includes(loaded, path)
-    scenario = validate_data(data, Scenario, source=str(path), locate=loaded.locate)
-    site = _site_for(scenario, loaded, path)
-    _cross_check(scenario, site, loaded)
+    try:
+        loaded = load_yaml(path, max_bytes=MAX_SCENARIO_BYTES)
+        data = _with_includes(loaded, path)
+        scenario = validate_data(data, Scenario, source=str(path), locate=loaded.locate)
+        site = _site_for(scenario, loaded, path)
+        _cross_check(scenario, site, loaded)
+    except ScenarioError:
+        raise
+    except ConfigError as exc:  # YAML, include, site and cross-check problems alike
+        raise ScenarioError(exc.problems) from None
     return LoadedScenario(path, scenario, site)
 
 

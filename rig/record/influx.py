@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from rig.record.lineprotocol import SampleEncoder, event_line, kpi_line, verdict_line
 from rig.record.store import RunStore
-from twin.errors import ServiceError
+from twin.errors import ConfigError, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +90,11 @@ class InfluxTarget:
         parts = urllib.parse.urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in _SCHEMES or not parts.hostname:
-            raise ServiceError(f"InfluxDB URL {_redact(url)!r}: expected http(s)://HOST:PORT, "
-                               "influx1://HOST:PORT/DATABASE or influx2://HOST:PORT/ORG/BUCKET")
+            raise ConfigError(f"InfluxDB URL {_redact(url)!r}: expected http(s)://HOST:PORT, "
+                              "influx1://HOST:PORT/DATABASE or influx2://HOST:PORT/ORG/BUCKET")
         if parts.username or parts.password:
-            raise ServiceError(f"InfluxDB URL {_redact(url)!r}: credentials in the URL are not "
-                               f"accepted; set {ENV_USERNAME}/{ENV_PASSWORD} or {ENV_TOKEN}")
+            raise ConfigError(f"InfluxDB URL {_redact(url)!r}: credentials in the URL are not "
+                              f"accepted; set {ENV_USERNAME}/{ENV_PASSWORD} or {ENV_TOKEN}")
         http_scheme, implied_api = _SCHEMES[scheme]
         query = dict(urllib.parse.parse_qsl(parts.query))
         segments = [s for s in parts.path.split("/") if s]
@@ -111,8 +111,11 @@ class InfluxTarget:
                                                ("api", "api")) if q in query})
         chosen_api = api or implied_api or found.get("api") or "auto"
         if chosen_api not in ("v1", "v2", "auto"):
-            raise ServiceError(f"InfluxDB API {chosen_api!r}: expected v1, v2 or auto")
-        port = f":{parts.port}" if parts.port else ""
+            raise ConfigError(f"InfluxDB API {chosen_api!r}: expected v1, v2 or auto")
+        try:
+            port = f":{parts.port}" if parts.port else ""
+        except ValueError as exc:
+            raise ConfigError(f"InfluxDB URL {_redact(url)!r}: {exc}") from None
         return cls(
             url=f"{http_scheme}://{parts.hostname}{port}{prefix}",
             api=chosen_api,

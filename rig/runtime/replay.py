@@ -21,6 +21,7 @@ from rig.present.summary import build_summary, write_summary
 from rig.record.recorder import Recorder
 from rig.record.store import RunStore
 from rig.runtime.watchdog import add_heartbeats
+from twin.errors import RunError
 from twin.plant import Twin
 from twin.points import Command, DType, Kind, Point
 from twin.site import Site
@@ -88,7 +89,7 @@ def replay(run_dir: Path, out_dir: Path) -> dict[str, Any]:
     add_rig_points(twin, lambda: 0.0, Command(0.0, 0.0, hand=True))
     add_heartbeats(twin.points, controlled_devices(twin), clock=twin)
     if twin.points.ids() != original.point_ids:
-        raise ValueError(f"{run_dir}: the point table of the replay differs from the "
+        raise RunError(f"{run_dir}: the point table of the replay differs from the "
                          "recording (made by another version of heatrig?)")
     scenario = m.get("scenario_config")
     if scenario:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from twin.errors import WriteRefused
+from twin.errors import ConfigError, WriteRefused
 from twin.points import DType, Kind, Point, PointTable
 
 if TYPE_CHECKING:
@@ -451,16 +451,20 @@ def _check_options(points: PointTable, options: Options) -> dict[str, tuple[Enco
 
 
 def _assign_units(devices: list[str], overrides: Mapping[str, int]) -> dict[str, int]:
+    """Unit id of each device: its override, else its 1-based place in ``devices``."""
     unknown = sorted(set(overrides) - set(devices))
     if unknown:
-        raise ValueError(f"unit ids for unknown devices: {', '.join(unknown)}")
+        raise ConfigError(f"unit ids for unknown devices: {', '.join(unknown)}")
     units = {dev: int(overrides.get(dev, i + 1)) for i, dev in enumerate(devices)}
     seen: dict[int, str] = {}
     for dev, uid in units.items():
         if not 1 <= uid <= MAX_UNIT_ID:
-            raise ValueError(f"unit id of {dev} must be 1..{MAX_UNIT_ID}, got {uid}")
+            raise ConfigError(f"unit id of {dev} must be 1..{MAX_UNIT_ID}, got {uid}")
         if uid in seen:
-            raise ValueError(f"unit id {uid} given to both {seen[uid]} and {dev}")
+            given = [d for d in (seen[uid], dev) if d not in overrides]
+            note = (f" ({given[0]} has it by default: devices without a unit id are "
+                    "numbered 1, 2, ... in point-table order)") if given else ""
+            raise ConfigError(f"unit id {uid} given to both {seen[uid]} and {dev}{note}")
         seen[uid] = dev
     return units
 

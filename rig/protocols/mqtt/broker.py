@@ -18,7 +18,7 @@ import logging
 import threading
 from typing import Any
 
-from twin.errors import ServiceError
+from twin.errors import ConfigError, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class EmbeddedBroker:
 
     def __init__(self, port: int = 0) -> None:
         if not 0 <= port <= 65535:
-            raise ValueError(f"port {port} outside 0..65535")
+            raise ConfigError(f"embedded broker port {port} outside 0..65535")
         self.host = LOOPBACK
         self.port = port
         self.url = ""
