@@ -29,11 +29,11 @@ if scale:
     site.cdus.count = scale
 s = run_offline(site, duration_s=float(sys.argv[2]) * 3600, out_dir=Path(sys.argv[3]),
                 progress=False, record_period_s=10.0)
-p = s["performance"]
-print(json.dumps({"realtime_factor": p["realtime_factor"], "wall_s": p["wall_s"],
-                  "startup_s": p["startup_s"], "peak_rss_mb": p["peak_rss_mb"],
+p = s.performance
+print(json.dumps({"realtime_factor": p.realtime_factor, "wall_s": p.wall_s,
+                  "startup_s": p.startup_s, "peak_rss_mb": p.peak_rss_mb,
                   "racks": site.rack_count, "points": None,
-                  "residual": s["energy_balance"]["residual_fraction"],
+                  "residual": s.energy_balance.residual_fraction,
                   "process_s": time.perf_counter() - t0}))
 """
 

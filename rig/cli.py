@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
+from rig.config import defaults
 from twin.errors import ConfigError, HeatrigError
 from twin.units import parse_quantity
 
@@ -186,11 +187,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         name = scenario.name
     else:
         site = load_site(args.target)
-        speed, duration = args.speed or 1.0, args.duration
-        seed = args.seed or 0
-        from twin.plant import DEFAULT_START
-        start, record, controller, detector = DEFAULT_START, 1.0, "none", "none"
-        timeout, fallback = 60.0, "safe"
+        speed, duration = args.speed or defaults.LIVE_SPEED, args.duration
+        seed = defaults.DEFAULT_SEED if args.seed is None else args.seed
+        start, record = defaults.DEFAULT_START, defaults.LIVE_RECORD_PERIOD_S
+        controller, detector = "none", "none"
+        timeout, fallback = defaults.WATCHDOG_TIMEOUT_S, defaults.WATCHDOG_FALLBACK
         name = site.name
     if args.no_sut:
         controller = detector = "none"
@@ -211,14 +212,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rig.present.summary import kpi_table
 
     print(kpi_table(summary))
-    p = summary["performance"]
-    print(f"lateness p99 {p['lateness_p99_ms']:.1f} ms, max {p['lateness_max_ms']:.1f} ms")
-    if scenario is None:
+    pacing = summary.performance.pacing
+    assert pacing is not None  # a live run always has one
+    print(f"lateness p99 {pacing.lateness_p99_ms:.1f} ms, max {pacing.lateness_max_ms:.1f} ms")
+    outcome = summary.scenario
+    if outcome is None:
         return 0
-    for v in summary["verdicts"]:
-        print(f"{v['verdict'].upper():5}  {v['name']}: {v['message']}")
-    print(f"report: {summary['reports']['html']}")
-    return 0 if summary["passed"] else 1
+    for v in outcome.verdicts:
+        print(f"{v.verdict.upper():5}  {v.name}: {v.message}")
+    print(f"report: {outcome.reports['html']}")
+    return 0 if outcome.passed else 1
 
 
 def cmd_points(args: argparse.Namespace) -> int:
@@ -305,10 +308,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     out = Path(args.out or f"{args.run_dir.rstrip('/')}-replay")
     summary = replay(Path(args.run_dir), out)
-    same = "identical to" if summary["identical"] else "DIFFERENT from"
+    check = summary.replay
+    assert check is not None and summary.record_hash is not None  # a replay has both
+    same = "identical to" if check.identical else "DIFFERENT from"
     print(f"replay in {out}: record {same} the original "
-          f"({summary['record_hash'][:16]} vs {summary['original_hash'][:16]})")
-    return 0 if summary["identical"] else 1
+          f"({summary.record_hash[:16]} vs {check.original_hash[:16]})")
+    return 0 if check.identical else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -322,12 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="simulate a site offline as fast as possible")
     sim.add_argument("site", help="site file, or the name of a shipped site (e.g. "
                      "reference-1mw)")
-    sim.add_argument("--duration", type=_duration, default=86_400.0,
-                     help="simulated time, e.g. 24h, 90 min (default 24h)")
+    sim.add_argument("--duration", type=_duration, default=defaults.OFFLINE_DURATION_S,
+                     help="simulated time, e.g. 24h, 90 min (default "
+                     f"{defaults.OFFLINE_DURATION_S / 3600:g}h)")
     sim.add_argument("--out", help="run directory (default runs/<site>-offline)")
-    sim.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
-    sim.add_argument("--record-period", type=_duration, default=10.0,
-                     help="recording period, e.g. 10s (default 10 s)")
+    sim.add_argument("--seed", type=_seed, default=defaults.DEFAULT_SEED,
+                     help=f"random seed (default {defaults.DEFAULT_SEED})")
+    sim.add_argument("--record-period", type=_duration, default=defaults.OFFLINE_RECORD_PERIOD_S,
+                     help="recording period, e.g. 10s (default "
+                     f"{defaults.OFFLINE_RECORD_PERIOD_S:g} s)")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.set_defaults(func=cmd_sim)
 
@@ -335,24 +343,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("target", help="scenario file or name of a shipped example scenario, "
                      "site file or name of a shipped site")
     run.add_argument("--speed", type=_speed, help="simulated seconds per wall second "
-                     "(default: the scenario's, else 1)")
+                     f"(default: the scenario's, else {defaults.LIVE_SPEED:g})")
     run.add_argument("--duration", type=_duration, help="simulated time (default: the "
                      "scenario's, else until Ctrl-C)")
-    run.add_argument("--modbus", type=_modbus_endpoint, default="127.0.0.1:5020",
-                     help="Modbus TCP HOST:PORT (default 127.0.0.1:5020)")
+    run.add_argument("--modbus", type=_modbus_endpoint, default=defaults.MODBUS_ADDRESS,
+                     help=f"Modbus TCP HOST:PORT (default {defaults.MODBUS_ADDRESS})")
     run.add_argument("--mqtt", type=_mqtt_url, help="broker URL mqtt://HOST:PORT (default: "
                      "an embedded broker on loopback)")
     run.add_argument("--broker-port", type=_port, default=1883,
                      help="port of the embedded broker on 127.0.0.1 when --mqtt is not given "
                      "(default 1883; 0 = any free port)")
-    run.add_argument("--mqtt-qos", type=int, choices=(0, 1), default=1,
-                     help="QoS of telemetry and replies (default 1)")
+    run.add_argument("--mqtt-qos", type=int, choices=(0, 1), default=defaults.MQTT_QOS,
+                     help=f"QoS of telemetry and replies (default {defaults.MQTT_QOS})")
     run.add_argument("--out", help="run directory (default runs/<scenario or site>)")
     run.add_argument("--influx", type=_influx_url, help="forward to this InfluxDB while "
                      "running (nothing is lost if it goes away; secrets from HEATRIG_INFLUX_*)")
     run.add_argument("--seed", type=_seed, help="random seed")
-    run.add_argument("--slice", type=_duration, default=0.1, help="wall time per slice "
-                     "(default 100 ms)")
+    run.add_argument("--slice", type=_duration, default=defaults.SLICE_S,
+                     help=f"wall time per slice (default {defaults.SLICE_S * 1000:g} ms)")
     run.add_argument("--policy", choices=("warn", "skip", "halt"), default="warn",
                      help="what to do when falling behind real time (default warn)")
     run.add_argument("--mode", choices=("realtime", "stepped"), default="realtime",

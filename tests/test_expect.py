@@ -66,8 +66,8 @@ def fill(store: RunStore) -> None:
     store.write_command(100.0, "cdu1.valve_cmd", 0.7, "modbus")
     store.write_command(1230.0, "cdu1.valve_cmd", 0.0, "modbus")
     store.write_command(1300.0, "site.supply_sp", 40.0, "mqtt")
-    store.write_kpis({"kpis": {"pue": 1.12, "erf": 0.55, "heat_reused_kwh": 5000.0,
-                               "air_outside_recommended_h": 0.25}, "performance": {}})
+    store.write_kpis({"pue": 1.12, "erf": 0.55, "heat_reused_kwh": 5000.0,
+                      "air_outside_recommended_h": 0.25})
 
 
 @pytest.fixture(scope="module")

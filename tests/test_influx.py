@@ -113,7 +113,7 @@ def influx_counts(server: InfluxDB1, db: str, run_id: str) -> dict[str, int]:
 def finish(tw: Twin, store: RunStore, rec: Recorder) -> None:
     rec.close()
     store.write_verdict("supply temperature held", "pass", {"max_degC": 31.2})
-    store.write_kpis({"kpis": tw.kpis()})
+    store.write_kpis(tw.kpis())
 
 
 def v1_target(server: InfluxDB1, db: str, **env: str) -> InfluxTarget:

@@ -112,9 +112,9 @@ def test_live_run_serves_records_and_replays(tmp_path: Path, mosquitto) -> None:
     assert 0 <= t1 < t2  # simulated time is a point and advances
     assert seen["bad_code"] == 3
     assert rig.twin.cdus[0].setpoint.hand and rig.twin.cdus[0].setpoint.value == 45.0
-    p = summary["performance"]
-    assert p["lateness_p99_ms"] >= 0 and p["lateness_max_ms"] >= p["lateness_p99_ms"]
-    assert summary["duration_s"] == 240
+    p = summary.performance.pacing
+    assert p is not None and 0 <= p.lateness_p99_ms <= p.lateness_max_ms
+    assert summary.duration_s == 240
     seqs = [m["seq"] for m in messages]
     assert len(seqs) >= 200 and seqs == sorted(seqs)  # one message per sample period
     store = RunStore.open(out)
@@ -123,7 +123,8 @@ def test_live_run_serves_records_and_replays(tmp_path: Path, mosquitto) -> None:
     assert ("cdu1.supply_temp_sp", 45.0, "modbus") in commands
     assert ("cdu1.supply_temp_sp.hand", 1.0, "modbus") in commands
     again = replay(out, tmp_path / "replay")
-    assert again["identical"], (again["record_hash"], again["original_hash"])
+    assert again.replay is not None
+    assert again.replay.identical, (again.record_hash, again.replay.original_hash)
 
 
 def test_stepped_mode_advances_only_when_asked(tmp_path: Path) -> None:

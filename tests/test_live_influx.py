@@ -74,8 +74,9 @@ def test_influxdb_killed_three_times_during_a_live_run(fresh_influxdb: InfluxDB1
         time.sleep(2.0)
     thread.join()
     summary = result["summary"]
-    assert len(outages) == 3 and outages[-1] < summary["duration_s"]
-    assert summary["export"]["error"] is None
+    assert len(outages) == 3 and outages[-1] < summary.duration_s
+    assert summary.live is not None and summary.live.export is not None
+    assert summary.live.export.error is None
     _wait_counts(fresh_influxdb, db, out)
 
 
@@ -129,7 +130,8 @@ def test_unusable_influxdb_is_reported_and_the_run_keeps_recording(
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-        error = summary["export"]["error"]
+        assert summary.live is not None and summary.live.export is not None
+        error = summary.live.export.error
         assert error, name
         assert "127.0.0.1" in error and "not-the-password" not in error, error
         store = RunStore.open(out)

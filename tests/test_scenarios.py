@@ -58,7 +58,7 @@ def test_scenario_passes_with_the_reference_systems(path: Path, tmp_path: Path) 
     assert (tmp_path / path.stem / "junit.xml").exists()
     if path.stem == "cdu-leak":  # a live run with faults and a controller replays exactly
         again = replay(tmp_path / path.stem, tmp_path / "replay")
-        assert again["identical"]
+        assert again.replay is not None and again.replay.identical
 
 
 BROKEN = [

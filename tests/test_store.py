@@ -56,7 +56,9 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
     store.write_command(15.0, "hp1.enable", 1.0, "modbus")
     store.write_verdict("leak alarm", "fail", {"deadline_s": 60, "seen": None})
     store.write_verdict("leak alarm", "pass", {"seen_at_s": 42.0}, t=42.0)
-    store.write_kpis({"kpis": {"pue": 1.1, "erf": 0.6}, "performance": {"wall_s": 3.0}})
+    store.write_kpis({"pue": 1.1, "erf": 0.6})
+    with pytest.raises(RunStoreError, match="KPIs must be numbers; not: kpis"):
+        store.write_kpis({"kpis": {"pue": 1.1}})  # a summary is not a KPI row
     digest = store.content_hash()
     with pytest.raises(ValueError, match="not after"):
         store.write_sample(490.0, np.zeros(3), np.zeros(3))
@@ -78,7 +80,7 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
             (10.0, 0, "hp1"), (10.0, 1, "hp1"), (10.0, 0, "hp2"), (20.0, 0, "hp1")]
         assert ro.commands()[0][1:] == (15.0, "hp1.enable", 1.0, "modbus")
         assert [(v.name, v.verdict, v.t) for v in ro.verdicts()] == [("leak alarm", "pass", 42.0)]
-        assert ro.kpis() == {"kpis": {"pue": 1.1, "erf": 0.6}, "performance": {"wall_s": 3.0}}
+        assert ro.kpis() == {"pue": 1.1, "erf": 0.6}
         assert ro.content_hash() == digest
         assert ro.points[1]["max"] == math.inf and ro.point_ids == [p["id"] for p in POINTS]
         man = ro.manifest
@@ -104,7 +106,7 @@ def test_list_runs_and_show(tmp_path: Path) -> None:
         store = make_store(tmp_path / name)
         store.write_sample(0.0, np.ones(3), np.ones(3))
         store.write_verdict("supply temperature held", verdict, {"max_degC": 31.5})
-        store.write_kpis({"kpis": {"pue": 1.0734, "heat_reused_kwh": 1234.5}})
+        store.write_kpis({"pue": 1.0734, "heat_reused_kwh": 1234.5})
         store.close()
         time.sleep(0.01)
     (tmp_path / "not-a-run").mkdir()
@@ -143,8 +145,8 @@ def test_offline_runner_writes_a_showable_run(tmp_path: Path) -> None:
                           seed=2, progress=False)
     with RunStore.open(tmp_path) as store:
         assert store.count_samples() == 121
-        assert summary["record_hash"] == store.content_hash()
-        assert store.kpis()["kpis"]["pue"] == summary["kpis"]["pue"]
+        assert summary.record_hash == store.content_hash()
+        assert store.kpis() == summary.kpis.as_dict()
     assert "pue" in show(tmp_path)
 
 

@@ -160,6 +160,6 @@ def test_same_site_and_seed_record_identical_run_stores(tmp_path) -> None:
     from rig.runtime.offline import run_offline
 
     hashes = [run_offline(reference_site(), duration_s=3600, out_dir=tmp_path / name,
-                          seed=seed, progress=False)["record_hash"]
+                          seed=seed, progress=False).record_hash
               for name, seed in (("a", 5), ("b", 5), ("c", 6))]
     assert hashes[0] == hashes[1] != hashes[2]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import simpy
@@ -19,11 +19,12 @@ import simpy
 from twin.air import AirSide
 from twin.cdu import CDUnit
 from twin.controls import PI
+from twin.defaults import DEFAULT_SEED, DEFAULT_START
 from twin.district import DistrictSide
 from twin.drycooler import DryCoolerUnit
 from twin.facility import Hydraulics, Main, valve_conductance
 from twin.heatpump import HeatPumpUnit
-from twin.kpis import ASHRAE_RECOMMENDED_AIR, WATER_CLASS_LIMIT, Meters, kpis
+from twin.kpis import ASHRAE_RECOMMENDED_AIR, WATER_CLASS_LIMIT, Kpis, Meters, kpis
 from twin.points import Kind, PointTable
 from twin.profiles import Calendar, OutdoorTemperature, Utilisation, heat_demand, supply_setpoint
 from twin.racks import RackArray
@@ -32,7 +33,6 @@ from twin.site import Site
 from twin.thermal import Stream
 from twin.water import CP_WATER
 
-DEFAULT_START = datetime(2026, 1, 15, tzinfo=UTC)
 PROFILE_PERIOD_S = 60.0
 STAGING_PERIOD_S = 10.0
 
@@ -50,7 +50,8 @@ class Event:
 class Twin:
     """A simulated site. All quantities SI, temperatures degC, time in seconds."""
 
-    def __init__(self, site: Site, *, seed: int = 0, start: datetime = DEFAULT_START) -> None:
+    def __init__(self, site: Site, *, seed: int = DEFAULT_SEED,
+                 start: datetime = DEFAULT_START) -> None:
         self.site = site
         self.seed = seed
         self.env = simpy.Environment()
@@ -173,8 +174,8 @@ class Twin:
         return np.fromiter((p.getter() for p in self.points), dtype=float,
                            count=len(self.points))
 
-    def kpis(self) -> dict[str, float]:
-        """KPIs of the run so far (see `twin.kpis.kpis`)."""
+    def kpis(self) -> Kpis:
+        """KPIs of the run so far (see `twin.kpis.REGISTRY`)."""
         e = self.site.emissions
         return kpis(self.meters, e.electricity, e.fuel, self.site.district.boiler.efficiency)
 

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from twin.defaults import DEFAULT_MQTT_PREFIX
 from twin.units import (
     Area,
     Displacement,
@@ -233,7 +234,7 @@ class Protocols(Strict):
     """Addressing of the site's points (used by the rig's adapters)."""
 
     word_order: WordOrder = "ABCD"
-    mqtt_prefix: str = Field("heatrig", pattern=r"^[A-Za-z0-9_\-/]{1,64}$")
+    mqtt_prefix: str = Field(DEFAULT_MQTT_PREFIX, pattern=r"^[A-Za-z0-9_\-/]{1,64}$")
     unit_ids: dict[str, Annotated[int, Field(ge=1, le=247)]] = Field(default_factory=dict)
     scaled: dict[str, ScaledEncoding] = Field(default_factory=dict)  # point id -> encoding
 

@@ -33,10 +33,11 @@ the end of the run; both ends are inclusive. Kinds (``kind:``):
     ``t`` and ``value``; a pass gives the worst value seen (``always``, ``never``) or the
     first satisfying one (``eventually``).
 ``kpi``
-    a run KPI (`twin.kpis.kpis` names: ``pue``, ``erf``, ``ere``, ``cop``, ...) compared
-    like a condition, from the store's latest KPI record (the summary's ``kpis`` or a
-    flat mapping). ``*_kwh`` KPIs take energies (``5 MWh``), ``*_h`` durations,
-    ``*_kg`` masses, the others plain numbers or percentages. No window.
+    a run KPI (a name of `twin.kpis.REGISTRY`: ``pue``, ``erf``, ``ere``, ``cop``, ...)
+    compared like a condition, from the store's latest KPI record. Values are converted
+    into the KPI's registry unit: a ``kWh`` KPI takes energies (``5 MWh``), an ``h`` KPI
+    durations, a ``kg`` KPI masses, a ratio (``1``) plain numbers or percentages. No
+    window.
 
 Verdicts: ``pass``, ``fail``, or ``error`` when an expectation cannot be evaluated
 (unknown point, an anchor fault that never started, no data in the window, a value in
@@ -66,15 +67,15 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from rig.record.store import RunStore
 from twin.errors import RunStoreError, UnitError
-from twin.kpis import Meters, kpis
+from twin.kpis import REGISTRY
 from twin.units import DIMENSIONS, Duration, format_quantity, parse_quantity
 
 log = logging.getLogger(__name__)
 
 MQTT_EVENT_KIND = "mqtt"
 START = "start"
-KPI_NAMES: tuple[str, ...] = tuple(kpis(Meters(), 0.0, 0.0, 1.0))
-"""KPI names an expectation may use (the keys of `twin.kpis.kpis`)."""
+KPI_NAMES: tuple[str, ...] = tuple(REGISTRY)
+"""KPI names an expectation may use (the names of `twin.kpis.REGISTRY`)."""
 
 # 1-128 printable characters, no leading/trailing space (names show up in JUnit and HTML)
 NAME_PATTERN = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]{0,126}[^\s\x00-\x1f\x7f])?$"
@@ -293,11 +294,8 @@ AnyExpectation = MqttExpectation | ModbusWriteExpectation | ConditionExpectation
 
 
 def kpi_unit(name: str) -> str:
-    """The unit of a KPI, from its name: ``kWh``, ``h``, ``kg`` or ``1`` (a ratio)."""
-    for suffix, unit in (("_kwh", "kWh"), ("_h", "h"), ("_kg", "kg")):
-        if name.endswith(suffix):
-            return unit
-    return "1"
+    """The unit of a KPI (`twin.kpis.REGISTRY`): ``kWh``, ``h``, ``kg`` or ``1`` (a ratio)."""
+    return REGISTRY[name].unit
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -535,7 +533,8 @@ class _Run:
         self._mqtt: list[MqttMessage] | None = None
         self._mqtt_t: list[float] = []
         self._commands: list[Any] | None = None
-        self._kpis: Any = ...
+        self._kpis: Mapping[str, float] | None = None
+        self._kpis_read = False
         self.columns: dict[str, int] = {}
         self.t = np.empty(0)
         self.measured = np.empty((0, 0))
@@ -560,12 +559,10 @@ class _Run:
             self._commands = sorted(self.store.commands(), key=lambda c: (c.t, c.id))
         return self._commands
 
-    def kpis(self) -> Mapping[str, Any] | None:
-        if self._kpis is ...:
-            stored = self.store.kpis()
-            if isinstance(stored, Mapping) and isinstance(stored.get("kpis"), Mapping):
-                stored = stored["kpis"]
-            self._kpis = stored if isinstance(stored, Mapping) else None
+    def kpis(self) -> Mapping[str, float] | None:
+        if not self._kpis_read:
+            self._kpis = self.store.kpis()
+            self._kpis_read = True
         return self._kpis
 
     def load_columns(self, points: Iterable[str], t0: float, t1: float) -> None:

@@ -9,7 +9,7 @@ the scenario. Every problem is reported as ``FILE:LINE: field.path: what is allo
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,6 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from rig.assess.expect import Expectation
 from rig.assess.faults import CATALOG, FaultContext, FaultSpec
 from rig.config import shipped
+from rig.config.defaults import (
+    DEFAULT_SEED,
+    DEFAULT_SITE,
+    DEFAULT_START,
+    LIVE_RECORD_PERIOD_S,
+    SCENARIO_SPEED,
+    WATCHDOG_FALLBACK,
+    WATCHDOG_TIMEOUT_S,
+)
 from rig.config.loader import validate_data
 from rig.config.sites import site_names, site_path
 from rig.config.yamlsafe import LoadedYaml, load_yaml, resolve_include
@@ -43,8 +52,8 @@ class WatchdogSpec(BaseModel):
     """Communication-loss watchdog of every controlled device (simulated seconds)."""
 
     model_config = ConfigDict(extra="forbid")
-    timeout: Duration = Field(60.0, gt=0, le=86_400)
-    fallback: Literal["hold", "safe"] = "safe"
+    timeout: Duration = Field(WATCHDOG_TIMEOUT_S, gt=0, le=86_400)
+    fallback: Literal["hold", "safe"] = WATCHDOG_FALLBACK
 
 
 class Scenario(BaseModel):
@@ -53,15 +62,15 @@ class Scenario(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")
     description: str = ""
-    site: str = Field("reference-1mw", pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+    site: str = Field(DEFAULT_SITE, pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")
     site_overrides: dict[str, Any] = Field(default_factory=dict)
     weather: dict[str, Any] = Field(default_factory=dict)
     it_load: dict[str, Any] = Field(default_factory=dict)
-    seed: int = Field(0, ge=0, le=2**32 - 1)
-    start: datetime = datetime(2026, 1, 15, tzinfo=UTC)
+    seed: int = Field(DEFAULT_SEED, ge=0, le=2**32 - 1)
+    start: datetime = DEFAULT_START
     duration: Duration = Field(gt=0, le=30 * 86400)
-    speed: Annotated[float, Field(gt=0, le=10000)] = 60.0
-    record_period: Duration = Field(1.0, gt=0, le=600)
+    speed: Annotated[float, Field(gt=0, le=10000)] = SCENARIO_SPEED
+    record_period: Duration = Field(LIVE_RECORD_PERIOD_S, gt=0, le=600)
     include: list[str] = Field(default_factory=list, max_length=MAX_INCLUDES)
     faults: list[FaultSpec] = Field(default_factory=list, max_length=200)
     expect: list[Expectation] = Field(default_factory=list, max_length=500)

@@ -31,17 +31,17 @@ from pathlib import Path
 from typing import Any
 
 from rig.config import shipped
+from rig.config.defaults import DEFAULT_SITE
 from rig.config.sites import load_site
 from rig.record.lineprotocol import point_key
 from rig.runtime.replay import add_rig_points, controlled_devices
 from rig.runtime.watchdog import add_heartbeats
-from twin.kpis import ASHRAE_RECOMMENDED_AIR, WATER_CLASS_LIMIT
+from twin.kpis import ASHRAE_RECOMMENDED_AIR, REGISTRY, WATER_CLASS_LIMIT, KpiSpec
 from twin.plant import Twin
 from twin.points import Command, DType, Kind, Point
 from twin.site import Site
 
 DASHBOARD_DIR = shipped.folder("dashboards")  # grafana/dashboards/ in the repository
-DEFAULT_SITE = "reference-1mw"
 SCHEMA_VERSION = 39
 DATASOURCE_UID = "heatrig-influxdb"  # uid of the provisioned data source
 DATASOURCE_NAME = "heatrig InfluxDB"
@@ -190,9 +190,11 @@ def series_target(section: Section, series: Sequence[Series], agg: str = "mean",
     return target(select(section, series, agg, fld), alias(section, series))
 
 
-def kpi_query(names: Sequence[str]) -> str:
-    """Final KPIs of the run (one point per run, so no time filter)."""
-    fields = ", ".join(f'last("{n}") AS "{n}"' for n in names)
+def kpi_query(names: Sequence[str], with_units: bool = False) -> str:
+    """Final KPIs of the run (one point per run, so no time filter); ``with_units`` names
+    each column ``name [unit]`` with the unit of `twin.kpis.REGISTRY`."""
+    fields = ", ".join(f'last("{n}") AS "{_kpi_column(n) if with_units else n}"'
+                       for n in names)
     return f'SELECT {fields} FROM "kpis" WHERE {RUN}'
 
 
@@ -466,50 +468,68 @@ def _hp_var() -> Json:
                     'WHERE "run" =~ /^$run$/', multi=True)
 
 
-KPI_STATS = (  # kpi, title, unit, thresholds
-    ("pue", "PUE", "none", steps("green", (1.2, "orange"), (1.5, "red"))),
-    ("erf", "ERF", "percentunit", steps("red", (0.1, "orange"), (0.2, "green"))),
-    ("ere", "ERE", "none", None),
-    ("cop", "COP (run)", "none", None),
-    ("carnot_cop", "Carnot COP (run)", "none", None),
-    ("heat_recovered_kwh", "Heat recovered", "kwatth", None),
-    ("unmet_demand_kwh", "Unmet demand", "kwatth", steps("green", (1.0, "red"))),
-    ("it_energy_kwh", "IT energy", "kwatth", None),
+KPI_STATS = (  # kpi, thresholds, Grafana unit when not the registry unit's
+    ("pue", steps("green", (1.2, "orange"), (1.5, "red")), None),
+    ("erf", steps("red", (0.1, "orange"), (0.2, "green")), "percentunit"),  # a ratio, as %
+    ("ere", None, None),
+    ("cop", None, None),
+    ("carnot_cop", None, None),
+    ("heat_recovered_kwh", None, None),
+    ("unmet_demand_kwh", steps("green", (1.0, "red")), None),
+    ("it_energy_kwh", None, None),
 )
+GRAFANA_UNIT = {"1": "none", "kWh": "kwatth", "kg": "masskg", "h": "h"}
+"""Grafana's unit id for each unit of `twin.kpis.REGISTRY`."""
+
+
+def _kpi_spec(name: str) -> KpiSpec:
+    if name not in REGISTRY:
+        raise KeyError(f"the twin has no KPI {name!r}: update rig/present/grafana.py")
+    return REGISTRY[name]
 
 
 def kpi_unit(name: str) -> str:
-    """Grafana unit of a KPI by its name's suffix."""
-    for suffix, unit in (("_kwh", "kwatth"), ("_kg", "masskg"), ("_h", "h")):
-        if name.endswith(suffix):
-            return unit
-    return "none"
+    """Grafana unit of a KPI, from its unit in `twin.kpis.REGISTRY`."""
+    unit = _kpi_spec(name).unit
+    if unit not in GRAFANA_UNIT:
+        raise KeyError(f"KPI {name!r}: no Grafana unit for {unit!r}: add it to GRAFANA_UNIT")
+    return GRAFANA_UNIT[unit]
 
 
-def kpi_stat(kpis: Sequence[str], name: str, title: str, unit: str,
-             thresholds: Json | None) -> Json:
-    """A stat of one final KPI; KeyError if the twin has no such KPI."""
-    if name not in kpis:
-        raise KeyError(f"the twin has no KPI {name!r}: update rig/grafana.py")
-    return stat(title, [target(kpi_query([name]), title)], unit=unit, thresholds=thresholds,
-                description=f"{name} of the selected run, from the kpis measurement "
-                            "(written once, at the end of the run)")
+def _kpi_column(name: str) -> str:
+    unit = _kpi_spec(name).unit
+    return f"{name} [{'-' if unit == '1' else unit}]"
 
 
-def kpi_table(kpis: Sequence[str]) -> Json:
-    """Every final KPI of the run as name/value rows."""
+def kpi_stat(name: str, thresholds: Json | None, unit: str | None = None,
+             suffix: str = "") -> Json:
+    """A stat of one final KPI titled with its registry title and ``suffix``; ``unit``: a
+    Grafana unit instead of the registry unit's; KeyError if the twin has no such KPI."""
+    spec = _kpi_spec(name)
+    title = spec.title + suffix
+    return stat(title, [target(kpi_query([name]), title)], unit=unit or kpi_unit(name),
+                thresholds=thresholds,
+                description=f"{_kpi_column(name)}: {spec.description}; the final value "
+                            "of the selected run, from the kpis measurement (written once, "
+                            "at the end of the run)")
+
+
+def kpi_table() -> Json:
+    """Every final KPI the registry puts on dashboards, as name [unit] / value rows."""
+    names = [name for name, spec in REGISTRY.items() if spec.dashboard]
     overrides = [{"matcher": {"id": "byName", "options": "Field"},
                   "properties": [{"id": "displayName", "value": "KPI"}]}]
-    return table("All KPIs of the run", [target(kpi_query(kpis), fmt="table")],
-                 description="Final KPIs from the kpis measurement: energies in kWh, "
-                             "CO2 in kg, times in hours.",
+    return table("All KPIs of the run", [target(kpi_query(names, with_units=True),
+                                                 fmt="table")],
+                 description="Final KPIs from the kpis measurement:\n" + "\n".join(
+                     f"{_kpi_column(n)}: {REGISTRY[n].description}" for n in names),
                  transformations=[{"id": "reduce", "options": {
                      "reducers": ["lastNotNull"], "mode": "seriesToRows",
                      "includeTimeField": False}}],
                  overrides=overrides)
 
 
-def overview(schema: Schema, site: Site, kpis: Sequence[str]) -> Json:
+def overview(schema: Schema, site: Site) -> Json:
     """PUE, ERF, ERE, COP beside Carnot COP, heat recovered, unmet demand, IT power."""
     b = Board("heatrig-overview", "heatrig: overview",
               "KPIs of a run and the energy flows behind them.")
@@ -517,7 +537,7 @@ def overview(schema: Schema, site: Site, kpis: Sequence[str]) -> Json:
     hp = Section(schema, "heat_pump", per_device=True)
     dist = Section(schema, "district")
     b.row("Run KPIs (final values of the selected run)")
-    b.add(*(kpi_stat(kpis, *k) for k in KPI_STATS), w=3, h=4)
+    b.add(*(kpi_stat(*k) for k in KPI_STATS), w=3, h=4)
     b.row("Efficiency")
     b.add(series_panel("PUE and ERF so far", st, st.take("pue", "erf"), unit="none"),
           series_panel("Heat-pump COP beside Carnot COP", hp, hp.take("cop", "carnot_cop")))
@@ -529,7 +549,7 @@ def overview(schema: Schema, site: Site, kpis: Sequence[str]) -> Json:
           series_panel("Heat-pump heat output", hp, hp.take("heat_output")))
     b.add(series_panel("Outdoor temperature", st, st.take("outdoor_temp")),
           *auto_panels(st, "Site"))
-    b.add(kpi_table(kpis), w=12, h=12)
+    b.add(kpi_table(), w=12, h=12)
     return b.build()
 
 
@@ -636,7 +656,7 @@ def heat_pumps(schema: Schema, site: Site) -> Json:
     return b.build()
 
 
-def district(schema: Schema, site: Site, kpis: Sequence[str]) -> Json:
+def district(schema: Schema, site: Site) -> Json:
     """Supply and return vs setpoint, demand vs delivered, boiler, storage."""
     b = Board("heatrig-district", "heatrig: district heating",
               "The district-heating side: temperatures, demand and delivery, the peak "
@@ -657,9 +677,8 @@ def district(schema: Schema, site: Site, kpis: Sequence[str]) -> Json:
                      unit="watt", stack=True, description=describe(hp_heat + boiler)),
           series_panel("Peak boiler enabled", d, d.take("boiler_enable")))
     b.add(series_panel("Network flow", d, d.take("flow")))
-    b.add(kpi_stat(kpis, "unmet_demand_kwh", "Unmet demand (run)", "kwatth",
-                   steps("green", (1.0, "red"))),
-          kpi_stat(kpis, "boiler_heat_kwh", "Boiler heat (run)", "kwatth", None), w=6)
+    b.add(kpi_stat("unmet_demand_kwh", steps("green", (1.0, "red")), suffix=" (run)"),
+          kpi_stat("boiler_heat_kwh", None, suffix=" (run)"), w=6)
     b.row("Storage")
     b.add(series_panel("Storage layers", d, d.take("tank_top_temp", "tank_bottom_temp")),
           series_panel("Storage state of charge", d, d.take("tank_soc")))
@@ -667,7 +686,7 @@ def district(schema: Schema, site: Site, kpis: Sequence[str]) -> Json:
     return b.build()
 
 
-def test_campaign(schema: Schema, site: Site, kpis: Sequence[str]) -> Json:
+def test_campaign(schema: Schema, site: Site) -> Json:
     """Faults, verdicts and alarms of a run (fault and verdict annotations)."""
     b = Board("heatrig-test-campaign", "heatrig: test campaign",
               "Injected faults, verdicts of the expectations, plant events and every alarm "
@@ -720,7 +739,7 @@ def test_campaign(schema: Schema, site: Site, kpis: Sequence[str]) -> Json:
     b.add(heartbeat_panel("Controller heartbeats (flat = silent controller)", beats),
           *auto_panels(r, "Rig"))
     b.row("KPIs")
-    b.add(kpi_table(kpis), w=12, h=12)
+    b.add(kpi_table(), w=12, h=12)
     return b.build()
 
 
@@ -740,10 +759,9 @@ def dashboards(site_name_or_path: str | Path = DEFAULT_SITE) -> dict[str, Json]:
     twin = Twin(site)
     add_live_points(twin)
     schema = Schema(twin.points)
-    kpis = list(twin.kpis())
-    return {"overview": overview(schema, site, kpis), "racks-cdus": racks_cdus(schema, site),
-            "heat-pumps": heat_pumps(schema, site), "district": district(schema, site, kpis),
-            "test-campaign": test_campaign(schema, site, kpis)}
+    return {"overview": overview(schema, site), "racks-cdus": racks_cdus(schema, site),
+            "heat-pumps": heat_pumps(schema, site), "district": district(schema, site),
+            "test-campaign": test_campaign(schema, site)}
 
 
 def render(dashboard: Json) -> str:

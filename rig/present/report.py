@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 
 from rig.assess.expect import START, Verdict, read_columns, unit_dimension
-from rig.present.summary import SUMMARY_KPIS
+from rig.present.summary import unit_shown
 from rig.record.store import RunStore
 from twin.errors import RunStoreError
+from twin.kpis import REGISTRY
 from twin.units import format_quantity, parse_quantity
 
 log = logging.getLogger(__name__)
@@ -413,18 +414,25 @@ def _verdict_rows(verdicts: Sequence[Verdict]) -> str:
     return "\n".join(rows)
 
 
-def _kpi_rows(kpis: Mapping[str, Any]) -> str:
-    flat = kpis.get("kpis") if isinstance(kpis.get("kpis"), Mapping) else kpis
-    labels = {key: (label, unit) for key, label, unit in SUMMARY_KPIS}
+def _kpi_rows(kpis: Mapping[str, float]) -> str:
+    """Rows of the KPIs `twin.kpis.REGISTRY` puts in reports, then any the registry does
+    not know (a run of another version), by name alone."""
     rows = []
-    for key, value in flat.items():
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            continue
-        label, unit = labels.get(key, (key, ""))
-        shown = f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
-        rows.append(f"<tr><td><code>{html.escape(key)}</code></td><td>{html.escape(label)}"
-                    f'</td><td class="num">{shown}</td><td>{html.escape(unit)}</td></tr>')
+    for name, spec in REGISTRY.items():
+        if spec.report and name in kpis:
+            rows.append(_kpi_row(name, spec.label, spec.description, kpis[name],
+                                 unit_shown(spec.unit)))
+    for name, value in kpis.items():
+        if name not in REGISTRY:
+            rows.append(_kpi_row(name, name, "", value, ""))
     return "\n".join(rows)
+
+
+def _kpi_row(name: str, label: str, description: str, value: float, unit: str) -> str:
+    shown = f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
+    esc = html.escape
+    return (f'<tr><td><code>{esc(name)}</code></td><td title="{esc(description)}">'
+            f'{esc(label)}</td><td class="num">{shown}</td><td>{esc(unit)}</td></tr>')
 
 
 CSS = """
@@ -452,7 +460,7 @@ ul.legend li{display:inline-block;margin-right:16px}
 
 
 def report_html(scenario_name: str, verdicts: Sequence[Verdict], store: RunStore,
-                faults: Sequence[Mapping[str, Any]], kpis: Mapping[str, Any] | None,
+                faults: Sequence[Mapping[str, Any]], kpis: Mapping[str, float] | None,
                 fault_points: Mapping[str, Sequence[str]] | None = None) -> str:
     """The HTML report as text (see the module docstring)."""
     fault_points = fault_points or {}
@@ -538,14 +546,15 @@ def _fault_section(store: RunStore, fault: Mapping[str, Any], verdicts: Sequence
 
 def write_reports(run_dir: str | Path, scenario_name: str, verdicts: Sequence[Verdict],
                   store: RunStore, faults: Sequence[Mapping[str, Any]],
-                  kpis: Mapping[str, Any] | None,
+                  kpis: Mapping[str, float] | None,
                   fault_points: Mapping[str, Sequence[str]] | None = None) -> dict[str, Path]:
     """Write ``verdicts.json``, ``junit.xml`` and ``report.html`` into ``run_dir``.
 
     ``faults``: dicts with ``id``, ``kind``, ``target``, ``onset_s`` and ``end_s`` (s, None
-    when it did not start / was not cleared); ``kpis``: the run's KPIs (flat or a summary
-    with ``kpis``); ``fault_points``: fault id -> point ids to plot besides the points of
-    the expectations anchored to it. Returns {"verdicts", "junit", "html"} -> path.
+    when it did not start / was not cleared); ``kpis``: the run's KPIs, name -> value in
+    the unit of `twin.kpis.REGISTRY`; ``fault_points``: fault id -> point ids to plot
+    besides the points of the expectations anchored to it. Returns {"verdicts", "junit",
+    "html"} -> path.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

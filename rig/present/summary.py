@@ -1,31 +1,25 @@
-"""The run summary (`summary.json`) and its KPI table."""
+"""The run summary (`RunSummary`, written as ``summary.json``) and its KPI table.
+
+``summary.json`` is `RunSummary.as_dict`: ``site``, ``seed``, ``start`` (ISO 8601),
+``duration_s``, ``mode``, ``kpis`` (name -> value in the unit of `twin.kpis.REGISTRY`),
+``energy_balance`` (J, residual fraction of IT energy), ``performance``, ``trips``,
+``events``, ``run_dir``, ``record_hash``; a live run adds ``policy``, ``error``,
+``modbus``, ``mqtt``, ``faults`` and ``export``, a scenario ``scenario``, ``verdicts``,
+``passed`` and ``reports``, a replay ``replay_of``, ``original_hash`` and ``identical``.
+"""
 
 from __future__ import annotations
 
 import json
 import resource
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from rig.assess.expect import Verdict
+from twin.kpis import REGISTRY, Kpis
 from twin.plant import Twin
-
-SUMMARY_KPIS = (
-    ("pue", "PUE", "-"), ("erf", "ERF", "-"), ("ere", "ERE", "-"),
-    ("cop", "heat-pump COP (run)", "-"), ("carnot_cop", "Carnot COP (run, weighted)", "-"),
-    ("heat_recovered_kwh", "heat recovered (condensers)", "kWh"),
-    ("heat_reused_kwh", "heat reused (evaporators)", "kWh"),
-    ("heat_rejected_kwh", "heat rejected (dry coolers)", "kWh"),
-    ("heat_delivered_kwh", "heat delivered to the network", "kWh"),
-    ("demand_kwh", "district demand", "kWh"),
-    ("unmet_demand_kwh", "unmet district demand", "kWh"),
-    ("boiler_heat_kwh", "peak boiler heat", "kWh"),
-    ("it_energy_kwh", "IT energy", "kWh"),
-    ("facility_energy_kwh", "data-center energy (IT and cooling)", "kWh"),
-    ("compressor_energy_kwh", "heat-pump compressor energy", "kWh"),
-    ("co2_avoided_kg", "CO2 avoided", "kg"),
-    ("air_outside_recommended_h", "air inlet outside ASHRAE recommended", "h"),
-    ("water_outside_class_h", "facility water above its W class", "h"),
-)
 
 
 def peak_rss_mb() -> float:
@@ -33,50 +27,215 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def build_summary(twin: Twin, *, wall_s: float, extra_performance: dict[str, float] | None
-                  = None, **fields: Any) -> dict[str, Any]:
-    """Summary of a finished run: KPIs, energy balance and performance."""
+@dataclass(slots=True)
+class EnergyBalance:
+    """The site energy balance of a run: energies in J, residual over IT energy (-)."""
+
+    inputs_j: float
+    outputs_j: float
+    stored_change_j: float
+    residual_j: float
+    residual_fraction: float
+
+    def as_dict(self) -> dict[str, float]:
+        """``energy_balance`` of ``summary.json``."""
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class Pacing:
+    """How a live run kept time: lateness of slices (ms), slice counts, the requested speed
+    (simulated s per wall s) and the wall time of the whole run with start-up (s)."""
+
+    lateness_p50_ms: float
+    lateness_p99_ms: float
+    lateness_max_ms: float
+    slices: int
+    behind_slices: int
+    skipped_slices: int
+    speed_requested: float
+    total_wall_s: float
+
+
+@dataclass(slots=True)
+class Performance:
+    """Simulated and wall time of the loop (s), their ratio, peak memory (MB); an offline
+    run adds its start-up time (s), a live run its `Pacing`."""
+
+    sim_s: float
+    wall_s: float
+    realtime_factor: float
+    peak_rss_mb: float
+    startup_s: float | None = None
+    pacing: Pacing | None = None
+
+    def as_dict(self) -> dict[str, float]:
+        """``performance`` of ``summary.json`` (one flat mapping)."""
+        out: dict[str, float] = {"sim_s": self.sim_s, "wall_s": self.wall_s,
+                                 "realtime_factor": self.realtime_factor,
+                                 "peak_rss_mb": self.peak_rss_mb}
+        if self.startup_s is not None:
+            out["startup_s"] = self.startup_s
+        if self.pacing is not None:
+            out.update(asdict(self.pacing))
+        return out
+
+
+@dataclass(slots=True)
+class Export:
+    """InfluxDB forwarding of a live run: the URL (None: not forwarded), the error that
+    stopped it (None: none) and the forwarder's final statistics."""
+
+    influx: str | None
+    error: str | None
+    stats: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """``export`` of ``summary.json``."""
+        out: dict[str, Any] = {"influx": self.influx, "error": self.error}
+        if self.stats is not None:
+            out["stats"] = self.stats
+        return out
+
+
+@dataclass(slots=True)
+class LiveOutcome:
+    """What a live run adds: its policy, the error that ended it (None: none), protocol
+    statistics, the faults (id, kind, target, onset_s, end_s, error) and the export."""
+
+    policy: str
+    error: str | None
+    modbus: dict[str, Any]
+    mqtt: dict[str, Any]
+    faults: list[dict[str, Any]]
+    export: Export | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The live keys of ``summary.json``."""
+        out = {"policy": self.policy, "error": self.error, "modbus": self.modbus,
+               "mqtt": self.mqtt, "faults": self.faults}
+        if self.export is not None:
+            out["export"] = self.export.as_dict()
+        return out
+
+
+@dataclass(slots=True)
+class ScenarioOutcome:
+    """The verdicts of a scenario run and the paths of its reports."""
+
+    scenario: str
+    verdicts: list[Verdict]
+    reports: dict[str, str]
+
+    @property
+    def passed(self) -> bool:
+        """True when every verdict passed."""
+        return all(v.passed for v in self.verdicts)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The scenario keys of ``summary.json``."""
+        return {"scenario": self.scenario, "verdicts": [v.as_dict() for v in self.verdicts],
+                "passed": self.passed, "reports": self.reports}
+
+
+@dataclass(slots=True)
+class ReplayCheck:
+    """A replay: the run it replays and whether its record hash equals the original's."""
+
+    replay_of: str
+    original_hash: str
+    identical: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """The replay keys of ``summary.json``."""
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """A finished run: what ran, its KPIs, energy balance and performance (see the module
+    docstring for ``summary.json``)."""
+
+    site: str
+    seed: int
+    start: datetime
+    duration_s: float
+    mode: str
+    kpis: Kpis
+    energy_balance: EnergyBalance
+    performance: Performance
+    trips: dict[str, int]
+    events: int
+    run_dir: str
+    record_hash: str | None = None
+    live: LiveOutcome | None = None
+    scenario: ScenarioOutcome | None = None
+    replay: ReplayCheck | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON of ``summary.json``."""
+        out: dict[str, Any] = {
+            "site": self.site, "seed": self.seed, "start": self.start.isoformat(),
+            "duration_s": self.duration_s, "mode": self.mode, "kpis": self.kpis.as_dict(),
+            "energy_balance": self.energy_balance.as_dict(),
+            "performance": self.performance.as_dict(), "trips": dict(self.trips),
+            "events": self.events, "run_dir": self.run_dir}
+        if self.record_hash is not None:
+            out["record_hash"] = self.record_hash
+        for part in (self.live, self.scenario, self.replay):
+            if part is not None:
+                out.update(part.as_dict())
+        return out
+
+    def to_json(self) -> str:
+        """``summary.json`` text: sorted keys, two-space indent, a final newline."""
+        return json.dumps(self.as_dict(), indent=2, sort_keys=True) + "\n"
+
+
+def build_summary(twin: Twin, *, wall_s: float, mode: str, run_dir: str | Path,
+                  startup_s: float | None = None, pacing: Pacing | None = None) -> RunSummary:
+    """Summary of a finished run: KPIs, energy balance and performance (``wall_s`` and
+    ``startup_s`` in s)."""
     sim_s = twin.now
-    performance = {
-        "sim_s": sim_s,
-        "wall_s": wall_s,
-        "realtime_factor": sim_s / wall_s if wall_s > 0 else 0.0,
-        "peak_rss_mb": peak_rss_mb(),
-    }
-    performance.update(extra_performance or {})
-    return {
-        **fields,
-        "site": twin.site.name,
-        "seed": twin.seed,
-        "start": twin.calendar.start.isoformat(),
-        "duration_s": sim_s,
-        "kpis": twin.kpis(),
-        "energy_balance": twin.energy_balance(),
-        "performance": performance,
-        "trips": {hp.name: hp.trip_count for hp in twin.heat_pumps},
-        "events": len(twin.events),
-    }
+    performance = Performance(sim_s=sim_s, wall_s=wall_s,
+                              realtime_factor=sim_s / wall_s if wall_s > 0 else 0.0,
+                              peak_rss_mb=peak_rss_mb(), startup_s=startup_s, pacing=pacing)
+    return RunSummary(
+        site=twin.site.name, seed=twin.seed, start=twin.calendar.start, duration_s=sim_s,
+        mode=mode, kpis=twin.kpis(), energy_balance=EnergyBalance(**twin.energy_balance()),
+        performance=performance, trips={hp.name: hp.trip_count for hp in twin.heat_pumps},
+        events=len(twin.events), run_dir=str(run_dir))
 
 
-def write_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
+def write_summary(run_dir: Path, summary: RunSummary) -> Path:
     """Write ``summary.json`` atomically into the run directory."""
     path = run_dir / "summary.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(summary.to_json())
     tmp.replace(path)
     return path
 
 
-def kpi_table(summary: dict[str, Any]) -> str:
-    """The KPIs of a summary as an aligned text table."""
-    k = summary["kpis"]
-    rows = [(label, f"{k[key]:,.3f}" if abs(k[key]) < 100 else f"{k[key]:,.0f}", unit)
-            for key, label, unit in SUMMARY_KPIS if key in k]
-    b = summary["energy_balance"]["residual_fraction"]
-    rows.append(("energy balance residual / IT energy", f"{b:.2e}", "-"))
-    p = summary["performance"]
-    rows.append(("real-time factor", f"{p['realtime_factor']:,.0f}", "x"))
-    rows.append(("wall time", f"{p['wall_s']:.1f}", "s"))
+def _number(value: float) -> str:
+    return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
+
+
+def unit_shown(unit: str) -> str:
+    """A unit as tables show it: ``-`` for a ratio (``1``)."""
+    return "-" if unit in ("", "1") else unit
+
+
+def kpi_table(summary: RunSummary) -> str:
+    """The KPIs of a summary (those `twin.kpis.REGISTRY` puts in the summary) and the run's
+    balance and speed as an aligned text table."""
+    k = summary.kpis
+    rows = [(spec.label, _number(k[name]), unit_shown(spec.unit))
+            for name, spec in REGISTRY.items() if spec.summary and name in k]
+    rows.append(("energy balance residual / IT energy",
+                 f"{summary.energy_balance.residual_fraction:.2e}", "-"))
+    p = summary.performance
+    rows.append(("real-time factor", f"{p.realtime_factor:,.0f}", "x"))
+    rows.append(("wall time", f"{p.wall_s:.1f}", "s"))
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
     return "\n".join(f"{label:<{width}}  {value:>{vwidth}} {unit}" for label, value, unit in rows)

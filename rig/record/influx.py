@@ -637,8 +637,7 @@ class Forwarder:
                 lines.append(verdict_line(run, site, origin, v.t, v.name, v.verdict, evidence))
                 nxt.verdicts = v.id
             for kid, t, kpis in reader.kpi_rows(after_id=cp.kpis):
-                flat = kpis.get("kpis", kpis) if isinstance(kpis.get("kpis"), dict) else kpis
-                line = kpi_line(run, site, origin, t, flat)
+                line = kpi_line(run, site, origin, t, kpis)
                 if line is not None:
                     lines.append(line)
                 nxt.kpis = kid

@@ -402,13 +402,18 @@ class RunStore:
                                "VALUES (?, ?, ?, ?)", (float(when), name, verdict,
                                                        _json(evidence)))
 
-    def write_kpis(self, kpis: Mapping[str, Any], t: float | None = None) -> None:
-        """Store the final KPIs (any JSON; the latest write wins); ``t`` as for verdicts."""
+    def write_kpis(self, kpis: Mapping[str, float], t: float | None = None) -> None:
+        """Store the final KPIs, name -> value in the unit of `twin.kpis.REGISTRY` (the
+        latest write wins); ``t`` as for verdicts."""
         self._check_writable()
+        bad = [k for k, v in kpis.items() if not isinstance(v, int | float) or
+               isinstance(v, bool)]
+        if bad:
+            raise RunStoreError(f"KPIs must be numbers; not: {', '.join(bad)}")
         when = t if t is not None else (self._last_t or 0.0)
         with self._db_lock:
             self._conn.execute("INSERT INTO kpis (t, json) VALUES (?, ?)",
-                               (float(when), _json(dict(kpis))))
+                               (float(when), _json({k: float(v) for k, v in kpis.items()})))
 
     def update_manifest(self, **items: Any) -> None:
         """Set manifest entries now (values are JSON; secrets are scrubbed)."""
@@ -575,15 +580,15 @@ class RunStore:
             latest[row.name] = row
         return list(latest.values())
 
-    def kpi_rows(self, after_id: int = 0) -> list[tuple[int, float, dict[str, Any]]]:
-        """(id, t, KPI JSON) rows with id > ``after_id``."""
-        return [(i, t, json.loads(j)) for i, t, j in self._query(
+    def kpi_rows(self, after_id: int = 0) -> list[tuple[int, float, dict[str, float]]]:
+        """(id, t, KPIs name -> value) rows with id > ``after_id``."""
+        return [(i, t, _kpi_record(j)) for i, t, j in self._query(
             "SELECT id, t, json FROM kpis WHERE id > ? ORDER BY id", (after_id,))]
 
-    def kpis(self) -> dict[str, Any] | None:
-        """The final KPIs (the latest written), or None."""
+    def kpis(self) -> dict[str, float] | None:
+        """The final KPIs (the latest written), name -> value, or None."""
         rows = self._query("SELECT json FROM kpis ORDER BY id DESC LIMIT 1")
-        return json.loads(rows[0][0]) if rows else None
+        return _kpi_record(rows[0][0]) if rows else None
 
     def content_hash(self) -> str:
         """SHA-256 of what was recorded (points, samples, events, commands), not wall times.
@@ -625,6 +630,16 @@ class RunStore:
         }
 
 
+def _kpi_record(text: str) -> dict[str, float]:
+    """A stored KPI row: name -> value. Offline runs of format 1 written before the KPI row
+    had one shape stored the whole run summary; its ``kpis`` is their record."""
+    data = json.loads(text)
+    if isinstance(data.get("kpis"), dict):  # the one legacy shape
+        data = data["kpis"]
+    return {k: float(v) for k, v in data.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
 # --------------------------------------------------------------------------- CLI helpers
 
 
@@ -664,12 +679,10 @@ def show(run_dir: str | Path) -> str:
         f"recorded  {s['samples']} samples up to t = {end}, {s['events']} events, "
         f"{s['commands']} commands",
     ]
-    flat = kpis.get("kpis", kpis) if isinstance(kpis, dict) else None
-    if isinstance(flat, dict) and flat:
+    if kpis:
         lines.append("KPIs")
-        numeric = {k: v for k, v in flat.items() if isinstance(v, int | float)}
-        width = max(len(k) for k in numeric) if numeric else 0
-        lines += [f"  {k:<{width}}  {_fmt(v)}" for k, v in numeric.items()]
+        width = max(len(k) for k in kpis)
+        lines += [f"  {k:<{width}}  {_fmt(v)}" for k, v in kpis.items()]
     else:
         lines.append("KPIs      none recorded")
     if verdicts:

@@ -26,7 +26,15 @@ from rig.assess.expect import evaluate, record_mqtt
 from rig.assess.faults import FaultContext, ScheduledFault, schedule
 from rig.present.pointlist import point_list, render
 from rig.present.report import write_reports
-from rig.present.summary import build_summary, write_summary
+from rig.present.summary import (
+    Export,
+    LiveOutcome,
+    Pacing,
+    RunSummary,
+    ScenarioOutcome,
+    build_summary,
+    write_summary,
+)
 from rig.protocols.modbus.registers import ModbusMap
 from rig.protocols.modbus.server import ModbusConfig, ModbusServer
 from rig.protocols.mqtt import topics
@@ -278,7 +286,7 @@ class LiveRig:
         return self.twin.now + sim_per_slice
 
     # -- the run ------------------------------------------------------------------------
-    async def run(self) -> dict[str, Any]:
+    async def run(self) -> RunSummary:
         """Serve the twin until the duration is reached or the run is stopped."""
         wall0 = time.perf_counter()
         try:
@@ -332,7 +340,7 @@ class LiveRig:
         if self.store is not None:
             self.store.close()
 
-    async def _teardown(self, wall_s: float, total_s: float, error: str | None) -> dict[str, Any]:
+    async def _teardown(self, wall_s: float, total_s: float, error: str | None) -> RunSummary:
         await self._stop_suts()
         if self.observer is not None:
             self._record_observed()
@@ -348,32 +356,30 @@ class LiveRig:
         assert self.store is not None and self.recorder is not None
         self.recorder.close()
         stats = self.pacer.stats
-        performance = {
-            "lateness_p50_ms": stats.percentile_ms(50), "lateness_p99_ms": stats.percentile_ms(99),
-            "lateness_max_ms": stats.max_ms(), "slices": len(stats.lateness),
-            "behind_slices": stats.behind_slices, "skipped_slices": stats.skipped_slices,
-            "speed_requested": self.opt.speed, "total_wall_s": total_s,
-        }
-        summary = build_summary(self.twin, wall_s=wall_s, extra_performance=performance,
-                                mode=f"live-{self.opt.mode}", run_dir=str(self.opt.out_dir),
-                                policy=self.opt.policy, error=error,
-                                modbus=modbus_stats, mqtt=_plain(mqtt_stats),
-                                faults=[_fault_row(f) for f in self.faults])
-        self.store.write_kpis(summary["kpis"])
+        pacing = Pacing(
+            lateness_p50_ms=stats.percentile_ms(50), lateness_p99_ms=stats.percentile_ms(99),
+            lateness_max_ms=stats.max_ms(), slices=len(stats.lateness),
+            behind_slices=stats.behind_slices, skipped_slices=stats.skipped_slices,
+            speed_requested=self.opt.speed, total_wall_s=total_s)
+        summary = build_summary(self.twin, wall_s=wall_s, mode=f"live-{self.opt.mode}",
+                                run_dir=self.opt.out_dir, pacing=pacing)
+        summary.live = LiveOutcome(policy=self.opt.policy, error=error, modbus=modbus_stats,
+                                   mqtt=_plain(mqtt_stats),
+                                   faults=[_fault_row(f) for f in self.faults])
+        self.store.write_kpis(summary.kpis)
         if self.scenario is not None:
             self._verdicts(summary)
         self.store.flush()
-        summary["export"] = {"influx": self.opt.influx, "error": self.export_error}
+        export = summary.live.export = Export(influx=self.opt.influx, error=self.export_error)
         if self.forwarder is not None:  # after the last write, so everything is exported
-            export_stats = self.forwarder.stop(drain=True)
-            summary["export"].update(stats=str(export_stats), error=(
-                str(self.forwarder.error) if self.forwarder.error else None))
-        summary["record_hash"] = data_hash(self.store)
+            export.stats = str(self.forwarder.stop(drain=True))
+            export.error = str(self.forwarder.error) if self.forwarder.error else None
+        summary.record_hash = data_hash(self.store)
         self.store.close()
         write_summary(self.opt.out_dir, summary)
         return summary
 
-    def _verdicts(self, summary: dict[str, Any]) -> None:
+    def _verdicts(self, summary: RunSummary) -> None:
         """Evaluate the scenario's expectations; store verdicts and write the reports."""
         assert self.store is not None and self.scenario is not None
         faults = [_fault_row(f) for f in self.faults]
@@ -382,11 +388,9 @@ class LiveRig:
         for v in verdicts:
             self.store.write_verdict(v.name, v.verdict, v.evidence)
         reports = write_reports(self.opt.out_dir, self.scenario.name, verdicts, self.store,
-                                faults, summary["kpis"])
-        summary["scenario"] = self.scenario.name
-        summary["verdicts"] = [v.as_dict() for v in verdicts]
-        summary["passed"] = all(v.verdict == "pass" for v in verdicts)
-        summary["reports"] = {k: str(p) for k, p in reports.items()}
+                                faults, summary.kpis)
+        summary.scenario = ScenarioOutcome(scenario=self.scenario.name, verdicts=verdicts,
+                                           reports={k: str(p) for k, p in reports.items()})
 
     async def _stop_suts(self) -> None:
         """SIGTERM the systems under test; the loop keeps serving them while they stop."""
@@ -453,12 +457,12 @@ class StatusLine:
             sys.stderr.write("\n")
 
 
-def run_live(site: Site, options: LiveOptions, scenario: Any = None) -> dict[str, Any]:
+def run_live(site: Site, options: LiveOptions, scenario: Any = None) -> RunSummary:
     """Run a live rig to completion (blocking); SIGTERM and SIGINT end it cleanly (the
     run is recorded, exported and reported as far as it got). Returns its summary."""
     rig = LiveRig(site, options, scenario)
 
-    async def main() -> dict[str, Any]:
+    async def main() -> RunSummary:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, rig.request_stop, sig.name)

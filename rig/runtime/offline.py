@@ -10,16 +10,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from rig.config.defaults import DEFAULT_SEED, DEFAULT_START, OFFLINE_RECORD_PERIOD_S
 from rig.present.progress import Progress
-from rig.present.summary import build_summary, write_summary
+from rig.present.summary import RunSummary, build_summary, write_summary
 from rig.record.recorder import Recorder
 from rig.record.store import RunStore
-from twin.plant import DEFAULT_START, Twin
+from twin.plant import Twin
 from twin.site import Site
 
 log = logging.getLogger(__name__)
-
-DEFAULT_RECORD_PERIOD_S = 10.0
 
 
 def manifest_for(site: Site, *, seed: int, start: datetime, mode: str,
@@ -38,11 +37,11 @@ def manifest_for(site: Site, *, seed: int, start: datetime, mode: str,
     }
 
 
-def run_offline(site: Site, *, duration_s: float, out_dir: Path, seed: int = 0,
+def run_offline(site: Site, *, duration_s: float, out_dir: Path, seed: int = DEFAULT_SEED,
                 start: datetime = DEFAULT_START,
-                record_period_s: float = DEFAULT_RECORD_PERIOD_S,
+                record_period_s: float = OFFLINE_RECORD_PERIOD_S,
                 progress: bool = True, source: str | None = None,
-                prepare: Callable[[Twin], None] | None = None) -> dict[str, Any]:
+                prepare: Callable[[Twin], None] | None = None) -> RunSummary:
     """Run ``site`` for ``duration_s`` simulated seconds; return the summary.
 
     ``prepare(twin)`` may schedule faults or commands before the run starts.
@@ -68,10 +67,10 @@ def run_offline(site: Site, *, duration_s: float, out_dir: Path, seed: int = 0,
     finally:
         recorder.close()
     wall_s = time.perf_counter() - t_loop
-    summary = build_summary(twin, wall_s=wall_s, mode="offline",
-                            extra_performance={"startup_s": startup_s},
-                            record_hash=store.content_hash(), run_dir=str(out_dir))
-    store.write_kpis(summary)
+    summary = build_summary(twin, wall_s=wall_s, mode="offline", run_dir=out_dir,
+                            startup_s=startup_s)
+    summary.record_hash = store.content_hash()
+    store.write_kpis(summary.kpis)
     store.close()
     write_summary(out_dir, summary)
     log.info("run written to %s", out_dir)

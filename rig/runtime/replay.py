@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rig.assess.faults import FaultContext, schedule
-from rig.present.summary import build_summary, write_summary
+from rig.present.summary import ReplayCheck, RunSummary, build_summary, write_summary
 from rig.record.recorder import Recorder
 from rig.record.store import RunStore
 from rig.runtime.watchdog import add_heartbeats
@@ -74,9 +74,9 @@ def data_hash(store: RunStore) -> str:
     return h.hexdigest()
 
 
-def replay(run_dir: Path, out_dir: Path) -> dict[str, Any]:
+def replay(run_dir: Path, out_dir: Path) -> RunSummary:
     """Replay the run in ``run_dir`` offline into ``out_dir``; returns the summary with
-    ``record_hash`` and ``original_hash``."""
+    ``record_hash`` and its `ReplayCheck` against the original."""
     from datetime import datetime
 
     from rig.config.scenario import Scenario
@@ -112,12 +112,12 @@ def replay(run_dir: Path, out_dir: Path) -> dict[str, Any]:
     twin.run_until(end)
     recorder.close()
     summary = build_summary(twin, wall_s=time.perf_counter() - t0, mode="replay",
-                            run_dir=str(out_dir), replay_of=str(run_dir))
-    store.write_kpis(summary["kpis"])
+                            run_dir=out_dir)
+    store.write_kpis(summary.kpis)
     store.flush()
-    summary["record_hash"] = data_hash(store)
-    summary["original_hash"] = original_hash
-    summary["identical"] = summary["record_hash"] == original_hash
+    summary.record_hash = data_hash(store)
+    summary.replay = ReplayCheck(replay_of=str(run_dir), original_hash=original_hash,
+                                 identical=summary.record_hash == original_hash)
     store.close()
     write_summary(out_dir, summary)
     return summary
