@@ -269,20 +269,20 @@ def svg_plot(title: str, unit: str, lines: Sequence[Line], t0: float, t1: float,
                f'transform="rotate(-90 16 {(y0 + y1) / 2})">{html.escape(label)}</text>')
     out.append(f'<text x="{x0}" y="18" class="title">{html.escape(title)}</text>')
     for ln in lines:
-        t, y = decimate(ln.t, ln.y)
-        keep = (t >= t0) & (t <= t1)
-        path = _path(sx(t[keep]), sy(y[keep]))
+        lt, ly = decimate(ln.t, ln.y)
+        keep = (lt >= t0) & (lt <= t1)
+        path = _path(sx(lt[keep]), sy(ly[keep]))
         if path:
             dash = ' stroke-dasharray="5 3"' if ln.dashed else ""
             out.append(f'<path d="{path}" fill="none" stroke="{ln.colour}" '
                        f'stroke-width="1.6"{dash}><title>{html.escape(ln.label)}</title></path>')
     for vl in vlines:
         if t0 <= vl.t <= t1:
-            x = _fmt(sx(vl.t))
+            vx = _fmt(sx(vl.t))
             dash = ' stroke-dasharray="3 3"' if vl.dashed else ""
-            out.append(f'<line x1="{x}" x2="{x}" y1="{y1}" y2="{y0}" stroke="#333" '
+            out.append(f'<line x1="{vx}" x2="{vx}" y1="{y1}" y2="{y0}" stroke="#333" '
                        f'stroke-width="1.2"{dash}/>')
-            out.append(f'<text x="{float(x) + 3}" y="{y1 + 12}" class="note">'
+            out.append(f'<text x="{float(vx) + 3}" y="{y1 + 12}" class="note">'
                        f"{html.escape(vl.label)}</text>")
     top = 0  # markers without a value sit at the top; their labels are stacked
     for m in markers:
@@ -355,8 +355,9 @@ def _markers(verdicts: Sequence[Verdict], points: Sequence[str]) -> list[Marker]
         if v.verdict == "error" or not isinstance(t, int | float):
             continue
         y = v.evidence.get("value")
-        on_plot = v.evidence.get("point") in points and isinstance(y, int | float)
-        out.append(Marker(v.name, v.verdict, float(t), float(y) if on_plot else None,
+        on_plot = v.evidence.get("point") in points
+        out.append(Marker(v.name, v.verdict, float(t),
+                          float(y) if on_plot and isinstance(y, int | float) else None,
                           v.message))
     return out
 
