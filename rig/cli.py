@@ -225,15 +225,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_points(args: argparse.Namespace) -> int:
-    """Print the point list of a site."""
-    from rig.config.sites import load_site
-    from rig.present.pointlist import point_list, render
-    from rig.runtime.live import LiveOptions, LiveRig
+    """Print the point list of a site: exactly the table a live run serves."""
+    from rig.present.pointlist import main_points
 
-    site = load_site(args.site)
-    rig = LiveRig(site, LiveOptions(out_dir=Path("runs")))  # builds the map, opens nothing
-    rows = point_list(rig.twin, rig.modbus_map, site.protocols.mqtt_prefix, site.name)
-    print(render(rows, args.format))
+    print(main_points(args.site, args.format))
     return 0
 
 

@@ -22,12 +22,12 @@ from pydantic import TypeAdapter
 from servers import InfluxDB1, unique_name
 
 from rig.assess import faults as rf
+from rig.build import add_live_points, build_plan
 from rig.config.sites import load_site
 from rig.present.grafana import (
     DASHBOARD_DIR,
     DATASOURCE_UID,
     DEFAULT_SITE,
-    add_live_points,
     check,
     main,
 )
@@ -269,9 +269,7 @@ def test_every_measurement_and_point_is_on_a_panel(recorded: Recorded) -> None:
                                 "heat_pump", "kpis", "rack", "rig", "site", "verdicts"}
     assert set(recorded_ms) <= measurements
     missing = []
-    twin = Twin(load_site(DEFAULT_SITE))
-    add_live_points(twin)
-    for p in twin.points:
+    for p in build_plan(load_site(DEFAULT_SITE)).twin.points:
         m, device, point = point_key(p.id)
         if not any(seg_m == m and (pm is None or pm.search(point))
                    and (dm is None or dm.search(device)) for seg_m, pm, dm, _ in segments):

@@ -77,15 +77,15 @@ def test_missing_name_and_unknown_site(tmp_path: Path) -> None:
 
 
 def test_site_chooses_unit_ids_and_scaled_encodings(tmp_path: Path) -> None:
-    from rig.runtime.live import LiveOptions, LiveRig
+    from rig.build import build_plan
 
     path = tmp_path / "s.yaml"
     path.write_text("name: s\nprotocols:\n  word_order: CDAB\n  unit_ids: {cdu1: 101}\n"
                     "  scaled:\n    cdu1.supply_temp: {type: int16, scale: 0.1}\n")
-    rig = LiveRig(load_site(path), LiveOptions(out_dir=tmp_path))
-    entry = rig.modbus_map.entry("cdu1.supply_temp")
+    modbus_map = build_plan(load_site(path)).modbus_map
+    entry = modbus_map.entry("cdu1.supply_temp")
     assert entry.unit_id == 101 and entry.encoding == "int16" and entry.scale == 0.1
-    assert rig.modbus_map.entry("cdu1.return_temp").word_order == "CDAB"
+    assert modbus_map.entry("cdu1.return_temp").word_order == "CDAB"
     path.write_text("name: s\nprotocols:\n  scaled:\n    cdu1.nothing: {type: int16}\n")
     with pytest.raises(ConfigError, match=r"protocols\.scaled: no point 'cdu1\.nothing'"):
-        LiveRig(load_site(path), LiveOptions(out_dir=tmp_path))
+        build_plan(load_site(path))

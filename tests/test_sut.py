@@ -28,12 +28,12 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from servers import unique_name
 
+from rig.build import add_rig_points, build_plan, controlled_devices
 from rig.config.sites import load_site
 from rig.present.pointlist import point_list, render
 from rig.protocols.modbus.registers import WORD_ORDERS, ModbusMap, encode_float32
 from rig.protocols.modbus.server import ModbusConfig, ModbusServer
 from rig.protocols.mqtt.adapter import MqttAdapter, MqttConfig
-from rig.runtime.replay import add_rig_points, controlled_devices
 from rig.runtime.watchdog import Watchdog
 from rig.sut.controller import Action, PlantLogic, Settings
 from rig.sut.leak_detector import DetectorSettings, LeakDetector
@@ -245,14 +245,10 @@ def beating(rig: PacedRig, device: str = "cdu1", beats: int = 3) -> Callable[[],
 
 
 def export_points(tmp_path: Path) -> tuple[Twin, ModbusMap, PointMap]:
-    tw = Twin(reference_site())
-    add_rig_points(tw, lambda: 1.0, Command(0.0, 0.0, hand=True))
-    devices = controlled_devices(tw)
-    wd = Watchdog(tw, dict.fromkeys(devices, 10.0), dict.fromkeys(devices, "hold"))
-    m = ModbusMap.for_twin(tw, options=wd.modbus_options())
+    plan = build_plan(reference_site())  # the live table, as `heatrig run` exports it
     path = tmp_path / "points.json"
-    path.write_text(render(point_list(tw, m, "p", "s"), "json"))
-    return tw, m, PointMap.load(path)
+    path.write_text(render(plan.point_list(), "json"))
+    return plan.twin, plan.modbus_map, PointMap.load(path)
 
 
 def test_point_map_decodes_what_the_rig_encodes(tmp_path: Path) -> None:
@@ -276,7 +272,11 @@ def test_point_map_decodes_what_the_rig_encodes(tmp_path: Path) -> None:
         image = bits if b.table in ("coils", "discrete_inputs") else regs
         start = m.offset(b.unit_id, b.table) + b.start
         for pid, value in b.decode([int(x) for x in image[start:start + b.count]]).items():
-            assert value == pytest.approx(values[tw.points[pid].index], rel=1e-6), pid
+            info = pm[pid]  # a scaled 16-bit value is within half a count
+            abs_tol = info.scale / 2 if info.encoding in ("int16", "uint16") else 0.0
+            assert value == pytest.approx(values[tw.points[pid].index], rel=1e-6,
+                                          abs=abs_tol), pid
+    assert pm["site.outdoor_temp"].encoding == "int16"  # the site's own encodings
 
 
 def test_level_decay_is_a_mass_balance_with_the_make_up() -> None:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rig.assess.expect import Expectation
 from rig.assess.faults import CATALOG, FaultContext, FaultSpec
+from rig.build import build_plan
 from rig.config import shipped
 from rig.config.defaults import (
     DEFAULT_SEED,
@@ -168,14 +169,8 @@ def _site_for(scenario: Scenario, loaded: LoadedYaml, path: Path) -> Site:
 
 
 def _cross_check(scenario: Scenario, site: Site, loaded: LoadedYaml) -> None:
-    from rig.runtime.live import (  # the live point table: rig points, heartbeats
-        LiveOptions,
-        LiveRig,
-    )
-
     problems: list[str] = []
-    twin = LiveRig(site, LiveOptions(out_dir=Path("."), seed=scenario.seed,
-                                     start=scenario.start)).twin
+    twin = build_plan(site, seed=scenario.seed, start=scenario.start).twin  # the live table
     ctx = FaultContext(twin)
     ids: set[str] = set()
     for i, fault in enumerate(scenario.faults):

@@ -30,15 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rig.build import build_plan
 from rig.config import shipped
 from rig.config.defaults import DEFAULT_SITE
 from rig.config.sites import load_site
 from rig.record.lineprotocol import point_key
-from rig.runtime.replay import add_rig_points, controlled_devices
-from rig.runtime.watchdog import add_heartbeats
 from twin.kpis import ASHRAE_RECOMMENDED_AIR, REGISTRY, WATER_CLASS_LIMIT, KpiSpec
-from twin.plant import Twin
-from twin.points import Command, DType, Kind, Point
+from twin.points import DType, Kind, Point
 from twin.site import Site
 
 DASHBOARD_DIR = shipped.folder("dashboards")  # grafana/dashboards/ in the repository
@@ -746,19 +744,10 @@ def test_campaign(schema: Schema, site: Site) -> Json:
 # --------------------------------------------------------------------------- files
 
 
-def add_live_points(twin: Twin) -> None:
-    """Add the points a live run records beyond the plant's: ``rig.*`` and a heartbeat
-    per controlled device (as `rig.runtime.replay` rebuilds a live run's point table)."""
-    add_rig_points(twin, lambda: 0.0, Command(0.0, 0.0, hand=True))
-    add_heartbeats(twin.points, controlled_devices(twin))
-
-
 def dashboards(site_name_or_path: str | Path = DEFAULT_SITE) -> dict[str, Json]:
     """Every dashboard of a site: ``{file stem: dashboard JSON}``."""
     site = load_site(site_name_or_path)
-    twin = Twin(site)
-    add_live_points(twin)
-    schema = Schema(twin.points)
+    schema = Schema(build_plan(site).twin.points)  # the table a live run records
     return {"overview": overview(schema, site), "racks-cdus": racks_cdus(schema, site),
             "heat-pumps": heat_pumps(schema, site), "district": district(schema, site),
             "test-campaign": test_campaign(schema, site)}

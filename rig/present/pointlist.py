@@ -1,6 +1,6 @@
 """The exported point list: every point with its Modbus address and MQTT topics.
 
-One row per point (table order)::
+The rows are `rig.build.rows.point_rows`; one per point (table order)::
 
     {"id", "device", "description", "unit", "kind", "type", "min", "max", "brick",
      "modbus": {"unit_id", "table", "address", "count", "type",
@@ -21,13 +21,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rig.protocols.modbus.registers import ModbusMap
-from rig.protocols.mqtt import topics
-from twin.points import PointTable
+from rig.build import build_plan
+from rig.build.rows import point_rows
 
 if TYPE_CHECKING:
-    from twin.plant import Twin
     from twin.site import Site
+
+point_list = point_rows  # one row per point of a table, with its Modbus map and topics
 
 FORMATS = ("csv", "json", "md")
 COLUMNS = ("id", "device", "description", "unit", "kind", "type", "min", "max", "brick",
@@ -36,24 +36,6 @@ COLUMNS = ("id", "device", "description", "unit", "kind", "type", "min", "max", 
            "mqtt_key")
 MD_COLUMNS = ("id", "description", "unit", "kind", "type", "min", "max", "modbus_unit_id",
               "modbus_table", "modbus_address", "modbus_type", "mqtt_topic")
-
-
-def point_list(twin_or_points: Twin | PointTable, modbus_map: ModbusMap, mqtt_prefix: str,
-               site_name: str) -> list[dict[str, Any]]:
-    """One row per point of the table (see the module docstring)."""
-    points = twin_or_points if isinstance(twin_or_points, PointTable) else twin_or_points.points
-    rows = []
-    for point in points:
-        row: dict[str, Any] = point.describe()
-        row["modbus"] = modbus_map.entry(point.id).describe()
-        mqtt: dict[str, Any] = {"topic": topics.telemetry(mqtt_prefix, site_name, point.device),
-                                "key": point.id}
-        if point.writable:
-            mqtt["command_topic"] = topics.command(mqtt_prefix, site_name, point.device,
-                                                   point.id)
-        row["mqtt"] = mqtt
-        rows.append(row)
-    return rows
 
 
 def flatten(row: dict[str, Any]) -> dict[str, Any]:
@@ -91,26 +73,14 @@ def _markdown(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main_points(site: Site | str | Path, fmt: str = "md", *,
-                heartbeats: Iterable[str] = ()) -> str:
-    """The point list of a site (a `Site`, a site file or a name in ``sites/``) as text.
-
-    ``heartbeats`` names the devices whose watchdog heartbeat points the live rig adds
-    (they come after every other point, so no other address moves).
-    """
-    from rig.runtime.watchdog import add_heartbeats, heartbeat_options
-    from twin.plant import Twin
+def main_points(site: Site | str | Path, fmt: str = "md") -> str:
+    """The point list of a site (a `Site`, a site file or a name in ``sites/``) as text:
+    exactly the table a live run serves (`rig.build.build_plan`)."""
+    from rig.config.sites import load_site
     from twin.site import Site as SiteModel
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown point list format {fmt!r}; expected one of "
                          f"{', '.join(FORMATS)}")
-    if not isinstance(site, SiteModel):
-        from rig.config.sites import load_site
-        site = load_site(site)
-    twin = Twin(site)
-    devices = list(heartbeats)
-    add_heartbeats(twin.points, devices)
-    modbus_map = ModbusMap.for_twin(twin, options=heartbeat_options(devices))
-    rows = point_list(twin, modbus_map, site.protocols.mqtt_prefix, site.name)
-    return render(rows, fmt)
+    plan = build_plan(site if isinstance(site, SiteModel) else load_site(site))
+    return render(plan.point_list(), fmt)

@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from rig.build import build_plan
 from rig.config.defaults import DEFAULT_SEED, DEFAULT_START, OFFLINE_RECORD_PERIOD_S
 from rig.present.progress import Progress
 from rig.present.summary import RunSummary, build_summary, write_summary
@@ -47,7 +48,7 @@ def run_offline(site: Site, *, duration_s: float, out_dir: Path, seed: int = DEF
     ``prepare(twin)`` may schedule faults or commands before the run starts.
     """
     t_start = time.perf_counter()
-    twin = Twin(site, seed=seed, start=start)
+    twin = build_plan(site, seed=seed, start=start, live=False).twin
     if prepare is not None:
         prepare(twin)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -17,10 +17,12 @@ heartbeat change, so a run without an external controller never trips (``armed=T
 arms every device at construction). ``check(now)`` runs once per slice: a trip comes at
 most one slice after the timeout.
 
-Heartbeat points are appended to the table, so they shift no existing Modbus address;
-create the watchdog before the Modbus map, the MQTT adapter and the recorder. Their
-Modbus encoding is ``uint16`` (`Watchdog.modbus_options`), and their writes are best
-applied without a plant event (pass `Watchdog.heartbeat_ids` as the Modbus server's
+A live run's heartbeats are made with its point table by `rig.build.build_plan` and passed
+in as ``beats``; without ``beats`` the watchdog appends them itself
+(`rig.build.heartbeats`: after every other point, so they shift no Modbus address; create
+the watchdog before the Modbus map, the MQTT adapter and the recorder). Their Modbus
+encoding is ``uint16`` (`Watchdog.modbus_options`), and their writes are best applied
+without a plant event (pass `Watchdog.heartbeat_ids` as the Modbus server's
 ``quiet_points``).
 """
 
@@ -28,12 +30,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal
 
+from rig.build.heartbeats import Heartbeat, add_heartbeats, heartbeat_id, heartbeat_options
 from twin.errors import ConfigError, WriteRefused
-from twin.points import DType, Kind, Point, PointTable
+from twin.points import Kind
 
 if TYPE_CHECKING:
     from twin.plant import Twin
@@ -41,59 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Fallback = Literal["hold", "safe"]
-HEARTBEAT = "heartbeat"
-HEARTBEAT_MAX = 65535
-
-
-def heartbeat_id(device: str) -> str:
-    """Point id of a device's heartbeat."""
-    return f"{device}.{HEARTBEAT}"
-
-
-def heartbeat_options(devices: Iterable[str]) -> dict[str, tuple[str, float]]:
-    """Modbus map options of the heartbeats: one ``uint16`` holding register each."""
-    return {heartbeat_id(dev): ("uint16", 1.0) for dev in devices}
-
-
-@dataclass(slots=True)
-class Heartbeat:
-    """The state behind one heartbeat point."""
-
-    device: str
-    value: float = 0.0
-    changed_at: float = math.nan  # simulated time of the last change (s); NaN = never
-    changes: int = 0
-
-
-def add_heartbeats(points: PointTable, devices: Iterable[str],
-                   clock: Twin | None = None) -> dict[str, Heartbeat]:
-    """Append ``<device>.heartbeat`` command points; return their state by device.
-
-    ``clock`` (a twin) stamps each change with its simulated time.
-    """
-    beats: dict[str, Heartbeat] = {}
-    for device in devices:
-        beat = Heartbeat(device)
-        points.add(Point(heartbeat_id(device), device, Kind.COMMAND, DType.INT, "1", 0,
-                         HEARTBEAT_MAX,
-                         f"communication heartbeat of {device}: write a changing value "
-                         "(e.g. a counter) more often than the watchdog timeout",
-                         _getter(beat), _setter(beat, clock)))
-        beats[device] = beat
-    return beats
-
-
-def _getter(beat: Heartbeat) -> Callable[[], float]:
-    return lambda: beat.value
-
-
-def _setter(beat: Heartbeat, clock: Twin | None) -> Callable[[float], None]:
-    def store(value: float) -> None:
-        if value != beat.value:
-            beat.value = value
-            beat.changes += 1
-            beat.changed_at = clock.now if clock is not None else math.nan
-    return store
 
 
 class Watchdog:
@@ -101,27 +50,31 @@ class Watchdog:
 
     def __init__(self, twin: Twin, timeouts: Mapping[str, float],
                  fallback: Mapping[str, Fallback], safe_values: Mapping[str, float] | None = None,
-                 *, armed: bool = False) -> None:
+                 *, armed: bool = False, beats: Mapping[str, Heartbeat] | None = None) -> None:
         self.twin = twin
         self.timeouts = {dev: float(t) for dev, t in timeouts.items()}
         self.fallback = {dev: fallback.get(dev, "hold") for dev in self.timeouts}
         self.safe_values = dict(safe_values or {})
-        self._validate(fallback)
-        self.beats = add_heartbeats(twin.points, self.timeouts, twin)
+        self._validate(fallback, beats)
+        self.beats = ({dev: beats[dev] for dev in self.timeouts} if beats is not None
+                      else add_heartbeats(twin.points, self.timeouts, twin))
         self.tripped: dict[str, bool] = dict.fromkeys(self.timeouts, False)
         self.trips: dict[str, int] = dict.fromkeys(self.timeouts, 0)
         self._seen = {dev: 0 for dev in self.timeouts}
         self._since = {dev: (twin.now if armed else math.nan) for dev in self.timeouts}
 
-    def _validate(self, fallback: Mapping[str, str]) -> None:
+    def _validate(self, fallback: Mapping[str, str],
+                  beats: Mapping[str, Heartbeat] | None) -> None:
         points = self.twin.points
         devices = set(points.devices())
         problems = []
         for dev, timeout in self.timeouts.items():
             if dev not in devices:
                 problems.append(f"watchdog: unknown device {dev!r}")
-            elif heartbeat_id(dev) in points:
+            elif beats is None and heartbeat_id(dev) in points:
                 problems.append(f"watchdog: {heartbeat_id(dev)} already exists")
+            elif beats is not None and (dev not in beats or heartbeat_id(dev) not in points):
+                problems.append(f"watchdog: {dev} has no heartbeat point")
             if not (math.isfinite(timeout) and timeout > 0):
                 problems.append(f"watchdog: timeout of {dev} must be > 0 s, got {timeout!r}")
         for dev, mode in fallback.items():
