@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from twin.defaults import DEFAULT_MQTT_PREFIX
+
 if TYPE_CHECKING:
     from twin.site import Site
 
@@ -24,7 +26,7 @@ class MqttConfig:
 
     url: str = "mqtt://127.0.0.1:1883"
     site: str = "site"
-    prefix: str = "heatrig"
+    prefix: str = DEFAULT_MQTT_PREFIX
     qos: int = 1
     client_id: str | None = None  # default heatrig-<site>-<pid>
     ca_file: str | None = None
