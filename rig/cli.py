@@ -95,7 +95,7 @@ def _modbus_endpoint(text: str) -> str:
 
 def _mqtt_url(text: str) -> str:
     """A broker URL ``mqtt://HOST[:PORT]`` or ``mqtts://HOST[:PORT]``."""
-    from rig.protocols.mqtt.adapter import parse_url
+    from rig.protocols.mqtt.config import parse_url
 
     try:
         parse_url(text)

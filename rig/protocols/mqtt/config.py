@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from twin.defaults import DEFAULT_MQTT_PREFIX
+from twin.errors import ConfigError
 
 if TYPE_CHECKING:
     from twin.site import Site
@@ -67,23 +68,23 @@ class BrokerAddress:
 
 
 def parse_url(url: str) -> BrokerAddress:
-    """Parse ``mqtt://host[:port]`` or ``mqtts://host[:port]``; raise ValueError.
+    """Parse ``mqtt://host[:port]`` or ``mqtts://host[:port]``; raise ConfigError.
 
     Credentials in the URL are refused: they belong in the environment.
     """
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(f"mqtt url {url!r}: scheme must be mqtt:// or mqtts://")
+        raise ConfigError(f"mqtt url {url!r}: scheme must be mqtt:// or mqtts://")
     if parts.username is not None or parts.password is not None:
-        raise ValueError(f"mqtt url: no credentials in the url, use ${USERNAME_ENV} and "
-                         f"${PASSWORD_ENV}")
+        raise ConfigError(f"mqtt url: no credentials in the url, use ${USERNAME_ENV} and "
+                          f"${PASSWORD_ENV}")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"mqtt url {url!r}: only scheme, host and port are allowed")
+        raise ConfigError(f"mqtt url {url!r}: only scheme, host and port are allowed")
     try:
         port = parts.port
     except ValueError as exc:
-        raise ValueError(f"mqtt url {url!r}: {exc}") from None
+        raise ConfigError(f"mqtt url {url!r}: {exc}") from None
     if not parts.hostname:
-        raise ValueError(f"mqtt url {url!r}: no host")
+        raise ConfigError(f"mqtt url {url!r}: no host")
     tls = parts.scheme == "mqtts"
     return BrokerAddress(parts.hostname, port or (8883 if tls else 1883), tls)
