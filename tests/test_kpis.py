@@ -20,6 +20,7 @@ from rig.present.report import report_html
 from rig.present.summary import (
     EnergyBalance,
     Export,
+    FaultRow,
     LiveOutcome,
     Pacing,
     Performance,
@@ -183,7 +184,8 @@ def test_live_scenario_and_replay_parts_keep_their_keys() -> None:
         performance=Performance(60.0, 1.0, 60.0, 50.0, pacing=Pacing(
             1.0, 2.0, 3.0, 600, 1, 0, 60.0, 2.0)),
         trips={"hp1": 0}, events=2, run_dir="runs/s", record_hash="abc",
-        live=LiveOutcome("warn", None, {"requests": 3}, {"sent": 4}, [],
+        live=LiveOutcome("warn", None, {"requests": 3}, {"sent": 4},
+                         [FaultRow("leak1", "leak", "cdu1", 600.0, None)],
                          Export("http://influx:8086", None, stats="ok")),
         scenario=ScenarioOutcome("scn", [verdict], {"html": "report.html"}),
         replay=ReplayCheck("runs/a", "abc", True))
@@ -196,6 +198,8 @@ def test_live_scenario_and_replay_parts_keep_their_keys() -> None:
     assert data["start"] == "2026-01-15T00:00:00+00:00" and data["passed"] is False
     assert data["verdicts"] == [verdict.as_dict()]
     assert data["export"] == {"influx": "http://influx:8086", "error": None, "stats": "ok"}
+    assert data["faults"] == [{"id": "leak1", "kind": "leak", "target": "cdu1",
+                               "onset_s": 600.0, "end_s": None, "error": None}]
     assert set(data["performance"]) == {
         "sim_s", "wall_s", "realtime_factor", "peak_rss_mb", "lateness_p50_ms",
         "lateness_p99_ms", "lateness_max_ms", "slices", "behind_slices", "skipped_slices",

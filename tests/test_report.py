@@ -19,6 +19,7 @@ from test_expect import LEAK, POINTS, fill
 from rig.assess.expect import Expectation, Verdict, evaluate
 from rig.config.loader import validate_data
 from rig.present.report import decimate, junit_xml, nice_ticks, write_reports, xml_safe
+from rig.present.summary import FaultRow
 from rig.record.store import RunStore
 
 EXPECT = [
@@ -38,9 +39,8 @@ EXPECT = [
      "value": "50 kW"},
 ]
 FAULTS = [
-    {"id": "leak1", "kind": "leak", "target": "cdu1", "onset_s": LEAK, "end_s": 2400.0},
-    {"id": "pump2", "kind": "pump_trip", "target": "facility.pump2", "onset_s": None,
-     "end_s": None},
+    FaultRow(id="leak1", kind="leak", target="cdu1", onset_s=LEAK, end_s=2400.0),
+    FaultRow(id="pump2", kind="pump_trip", target="facility.pump2", onset_s=None, end_s=None),
 ]
 
 

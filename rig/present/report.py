@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from rig.assess.expect import START, Verdict, read_columns, unit_dimension
-from rig.present.summary import unit_shown
+from rig.present.summary import FaultRow, unit_shown
 from rig.record.store import RunStore
 from twin.errors import RunStoreError
 from twin.kpis import REGISTRY
@@ -461,7 +461,7 @@ ul.legend li{display:inline-block;margin-right:16px}
 
 
 def report_html(scenario_name: str, verdicts: Sequence[Verdict], store: RunStore,
-                faults: Sequence[Mapping[str, Any]], kpis: Mapping[str, float] | None,
+                faults: Sequence[FaultRow], kpis: Mapping[str, float] | None,
                 fault_points: Mapping[str, Sequence[str]] | None = None) -> str:
     """The HTML report as text (see the module docstring)."""
     fault_points = fault_points or {}
@@ -507,31 +507,29 @@ def report_html(scenario_name: str, verdicts: Sequence[Verdict], store: RunStore
     return xml_safe("\n".join(parts))
 
 
-def _fault_section(store: RunStore, fault: Mapping[str, Any], verdicts: Sequence[Verdict],
+def _fault_section(store: RunStore, fault: FaultRow, verdicts: Sequence[Verdict],
                    fault_points: Mapping[str, Sequence[str]], run_end: float) -> list[str]:
     esc = html.escape
-    fid = str(fault.get("id"))
-    onset, end = fault.get("onset_s"), fault.get("end_s")
-    head = (f'<h3>{esc(fid)}: {esc(str(fault.get("kind", "")))} on '
-            f'<code>{esc(str(fault.get("target", "")))}</code></h3>')
+    fid = fault.id
+    onset, end = fault.onset_s, fault.end_s
+    head = f"<h3>{esc(fid)}: {esc(fault.kind)} on <code>{esc(fault.target)}</code></h3>"
     anchored = [v for v in verdicts if v.evidence.get("after") == fid]
-    if not isinstance(onset, int | float):
+    if onset is None:
         names = ", ".join(v.name for v in anchored)
         return [head, f'<p class="warn">did not start{"; expectations: " if names else ""}'
                       f"{esc(names)}</p>"]
-    when = f"onset t = {onset:g} s" + (f", cleared t = {end:g} s"
-                                       if isinstance(end, int | float) else ", not cleared")
+    when = f"onset t = {onset:g} s" + (f", cleared t = {end:g} s" if end is not None
+                                       else ", not cleared")
     points = [v.evidence["point"] for v in anchored if isinstance(v.evidence.get("point"), str)]
     points = list(dict.fromkeys([*points, *fault_points.get(fid, [])]))
     if len(points) > MAX_POINTS_PER_FAULT:
         log.info("report: fault %s: plotting %d of %d points", fid, MAX_POINTS_PER_FAULT,
                  len(points))
         points = points[:MAX_POINTS_PER_FAULT]
-    t0, t1 = _fault_span(float(onset), end if isinstance(end, int | float) else None,
-                         anchored, run_end)
-    vlines = [VLine(f"onset {fid}", float(onset))]
-    if isinstance(end, int | float):
-        vlines.append(VLine(f"{fid} cleared", float(end), dashed=True))
+    t0, t1 = _fault_span(onset, end, anchored, run_end)
+    vlines = [VLine(f"onset {fid}", onset)]
+    if end is not None:
+        vlines.append(VLine(f"{fid} cleared", end, dashed=True))
     out = [head, f'<p class="meta">{when}; {len(anchored)} expectation(s)</p>']
     if not points:
         return [*out, "<p>No points to plot (no point expectations and no fault points).</p>"]
@@ -546,13 +544,12 @@ def _fault_section(store: RunStore, fault: Mapping[str, Any], verdicts: Sequence
 
 
 def write_reports(run_dir: str | Path, scenario_name: str, verdicts: Sequence[Verdict],
-                  store: RunStore, faults: Sequence[Mapping[str, Any]],
+                  store: RunStore, faults: Sequence[FaultRow],
                   kpis: Mapping[str, float] | None,
                   fault_points: Mapping[str, Sequence[str]] | None = None) -> dict[str, Path]:
     """Write ``verdicts.json``, ``junit.xml`` and ``report.html`` into ``run_dir``.
 
-    ``faults``: dicts with ``id``, ``kind``, ``target``, ``onset_s`` and ``end_s`` (s, None
-    when it did not start / was not cleared); ``kpis``: the run's KPIs, name -> value in
+    ``faults``: the run's `FaultRow`s; ``kpis``: the run's KPIs, name -> value in
     the unit of `twin.kpis.REGISTRY`; ``fault_points``: fault id -> point ids to plot
     besides the points of the expectations anchored to it. Returns {"verdicts", "junit",
     "html"} -> path.

@@ -98,22 +98,40 @@ class Export:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class FaultRow:
+    """A scheduled fault of a run: its id, kind and target, its onset and clear time (s;
+    None when it did not start / was not cleared) and the error that kept it from
+    applying (None: none)."""
+
+    id: str
+    kind: str
+    target: str
+    onset_s: float | None
+    end_s: float | None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """One entry of ``faults`` in ``summary.json``."""
+        return asdict(self)
+
+
 @dataclass(slots=True)
 class LiveOutcome:
     """What a live run adds: its policy, the error that ended it (None: none), protocol
-    statistics, the faults (id, kind, target, onset_s, end_s, error) and the export."""
+    statistics, its faults and the export."""
 
     policy: str
     error: str | None
     modbus: dict[str, Any]
     mqtt: dict[str, Any]
-    faults: list[dict[str, Any]]
+    faults: list[FaultRow]
     export: Export | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The live keys of ``summary.json``."""
         out = {"policy": self.policy, "error": self.error, "modbus": self.modbus,
-               "mqtt": self.mqtt, "faults": self.faults}
+               "mqtt": self.mqtt, "faults": [f.as_dict() for f in self.faults]}
         if self.export is not None:
             out["export"] = self.export.as_dict()
         return out

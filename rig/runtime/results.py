@@ -9,7 +9,7 @@ from typing import Any
 from rig.assess.expect import evaluate
 from rig.assess.faults import ScheduledFault
 from rig.present.report import write_reports
-from rig.present.summary import Pacing, ScenarioOutcome
+from rig.present.summary import FaultRow, Pacing, ScenarioOutcome
 from rig.record.store import RunStore
 from rig.runtime.clock import PacerStats
 
@@ -24,11 +24,11 @@ def pacing(stats: PacerStats, speed: float, total_wall_s: float) -> Pacing:
         speed_requested=speed, total_wall_s=total_wall_s)
 
 
-def fault_row(f: ScheduledFault) -> dict[str, Any]:
-    """A scheduled fault as the summary lists it."""
+def fault_row(f: ScheduledFault) -> FaultRow:
+    """A scheduled fault as the summary and the report list it."""
     spec: Any = f.spec
-    return {"id": spec.id, "kind": spec.kind, "target": spec.target, "onset_s": f.onset_s,
-            "end_s": f.end_s, "error": f.error}
+    return FaultRow(id=spec.id, kind=spec.kind, target=spec.target, onset_s=f.onset_s,
+                    end_s=f.end_s, error=f.error)
 
 
 def plain(stats: dict[str, Any]) -> dict[str, Any]:
