@@ -88,6 +88,19 @@ def test_names_resolve_to_shipped_files_and_paths_are_used_as_given(
         shipped.resolve("sites/x.yaml", "sites")  # a path is never looked up by name
 
 
+def test_check_help_names_the_shipped_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    from rig.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    examples = sorted(p.stem for p in (REPO / "scenarios").glob("*.yaml"))
+    assert len(examples) > 5
+    assert f"shipped example scenarios: {', '.join(examples)}" in text
+    assert "the name of a shipped example" in text
+
+
 # --------------------------------------------------------------------------- the wheel
 
 @dataclass(frozen=True)
