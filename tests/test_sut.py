@@ -268,6 +268,7 @@ def test_point_map_decodes_what_the_rig_encodes(tmp_path: Path) -> None:
                for b in blocks)
     values = tw.measured_values()
     regs, bits = m.encode(values)
+    decoded: set[str] = set()
     for b in blocks:
         image = bits if b.table in ("coils", "discrete_inputs") else regs
         start = m.offset(b.unit_id, b.table) + b.start
@@ -276,6 +277,8 @@ def test_point_map_decodes_what_the_rig_encodes(tmp_path: Path) -> None:
             abs_tol = info.scale / 2 if info.encoding in ("int16", "uint16") else 0.0
             assert value == pytest.approx(values[tw.points[pid].index], rel=1e-6,
                                           abs=abs_tol), pid
+            decoded.add(pid)
+    assert decoded == {e.point.id for e in m}  # every served point was read back
     assert pm["site.outdoor_temp"].encoding == "int16"  # the site's own encodings
 
 
