@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := mosquitto mosquitto-clients influxdb victoria-metrics chromium
+DEBIAN_PACKAGES := mosquitto mosquitto-clients mbpoll influxdb victoria-metrics chromium
 
 .PHONY: run test lint bench services clean
 
@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/heatrig run scenarios/cdu-leak.yaml --out runs/cdu-leak
 
-# Installs the real servers the integration tests start (Debian packages), when missing.
+# Installs the real servers the integration tests start and the clients the README tour
+# uses (Debian packages), when missing.
 services:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
