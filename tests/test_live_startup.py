@@ -4,7 +4,8 @@ Each case makes one step fail (its start function raises) after every earlier st
 really opened its resource: the run store, the InfluxDB forwarder (a real server), the
 points file, the Modbus server, the embedded broker, the MQTT adapter, the observer and
 the reference systems under test. Afterwards no thread, listening socket, child process
-or open file of the run may be left, and the error names the step.
+or open file of the run may be left, and the error names the step. A run that ends
+normally releases everything too.
 """
 
 from __future__ import annotations
@@ -96,6 +97,23 @@ def _failing(step: str, real: Callable[..., Any], seen: list[Snapshot]) -> Calla
     return lambda *args, **kwargs: fail()
 
 
+def _options(tmp_path: Path, influxdb: InfluxDB1, modbus_port: int,
+             broker_port: int) -> LiveOptions:
+    db = unique_name("startup")
+    influxdb.create_database(db)
+    return LiveOptions(out_dir=tmp_path / "run", speed=10, duration_s=5,
+                       modbus=f"127.0.0.1:{modbus_port}", broker_port=broker_port,
+                       status=False, controller="reference", leak_detector="reference",
+                       influx=f"influx1://127.0.0.1:{influxdb.port}?db={db}")
+
+
+def _left_open(before: Snapshot) -> dict[str, Any]:
+    deadline = time.monotonic() + SETTLE_S
+    while (left := Snapshot.take().minus(before)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
 def _connectable(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
@@ -105,17 +123,12 @@ def _connectable(port: int) -> bool:
 @pytest.mark.parametrize("step", list(STEPS))
 def test_failed_start_releases_everything(step: str, influxdb: InfluxDB1, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    db = unique_name("startup")
-    influxdb.create_database(db)
     modbus_port, broker_port = free_ports(2)
     owner, name = STEPS[step]
     seen: list[Snapshot] = []
     monkeypatch.setattr(owner, name, _failing(step, getattr(owner, name), seen))
-    options = LiveOptions(out_dir=tmp_path / "run", speed=10, duration_s=60,
-                          modbus=f"127.0.0.1:{modbus_port}", broker_port=broker_port,
-                          status=False, controller="reference", leak_detector="reference",
-                          influx=f"influx1://127.0.0.1:{influxdb.port}?db={db}")
-    rig = LiveRig(load_site("reference-1mw"), options)
+    rig = LiveRig(load_site("reference-1mw"),
+                  _options(tmp_path, influxdb, modbus_port, broker_port))
     before = Snapshot.take()
 
     with pytest.raises(StartupError) as info:
@@ -131,8 +144,22 @@ def test_failed_start_releases_everything(step: str, influxdb: InfluxDB1, tmp_pa
         assert ("127.0.0.1", modbus_port) in opened.get("listening", []), opened
     if step == "sut leak_detector":
         assert opened.get("children"), opened  # the controller was running
-    deadline = time.monotonic() + SETTLE_S
-    while (left := Snapshot.take().minus(before)) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    left = _left_open(before)
     assert not left, f"left open after a failure at {step}: {left}"
+    assert not _connectable(modbus_port) and not _connectable(broker_port)
+
+
+def test_a_run_that_ends_releases_everything(influxdb: InfluxDB1, tmp_path: Path) -> None:
+    modbus_port, broker_port = free_ports(2)
+    rig = LiveRig(load_site("reference-1mw"),
+                  _options(tmp_path, influxdb, modbus_port, broker_port))
+    before = Snapshot.take()
+    summary = asyncio.run(rig.run())
+    assert summary.live is not None and summary.live.export is not None
+    assert summary.live.export.error is None and summary.live.export.stats
+    assert summary.duration_s == 5
+    assert set(rig.suts.procs) == {"controller", "leak_detector"}
+    assert all(p.returncode is not None for p in rig.suts.procs.values())
+    left = _left_open(before)
+    assert not left, f"left open after the run: {left}"
     assert not _connectable(modbus_port) and not _connectable(broker_port)
