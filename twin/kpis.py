@@ -202,6 +202,13 @@ class Kpis(Mapping[str, float]):
     def __getitem__(self, name: str) -> float:
         return self._values[name]
 
+    @classmethod
+    def _computed(cls, values: dict[str, float]) -> Kpis:
+        """Values computed from `REGISTRY` itself (its names, its order): not re-checked."""
+        out = cls.__new__(cls)
+        out._values = values
+        return out
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)
 
@@ -220,4 +227,9 @@ def kpis(m: Meters, emissions_electricity: float, emissions_fuel: float,
          boiler_efficiency: float) -> Kpis:
     """Every KPI of `REGISTRY` from the meters, each in its registry unit."""
     f = Factors(emissions_electricity, emissions_fuel, boiler_efficiency)
-    return Kpis({k.name: k.compute(m, f) for k in REGISTRY.values()})
+    return Kpis._computed({k.name: k.compute(m, f) for k in REGISTRY.values()})
+
+
+def kpi(name: str, m: Meters, factors: Factors) -> float:
+    """One KPI of `REGISTRY` from the meters, in its registry unit."""
+    return REGISTRY[name].compute(m, factors)

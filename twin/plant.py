@@ -24,7 +24,15 @@ from twin.district import DistrictSide
 from twin.drycooler import DryCoolerUnit
 from twin.facility import Hydraulics, Main, valve_conductance
 from twin.heatpump import HeatPumpUnit
-from twin.kpis import ASHRAE_RECOMMENDED_AIR, WATER_CLASS_LIMIT, Kpis, Meters, kpis
+from twin.kpis import (
+    ASHRAE_RECOMMENDED_AIR,
+    WATER_CLASS_LIMIT,
+    Factors,
+    Kpis,
+    Meters,
+    kpi,
+    kpis,
+)
 from twin.points import Kind, PointTable
 from twin.profiles import Calendar, OutdoorTemperature, Utilisation, heat_demand, supply_setpoint
 from twin.racks import RackArray
@@ -178,6 +186,12 @@ class Twin:
         """KPIs of the run so far (see `twin.kpis.REGISTRY`)."""
         e = self.site.emissions
         return kpis(self.meters, e.electricity, e.fuel, self.site.district.boiler.efficiency)
+
+    def kpi(self, name: str) -> float:
+        """One KPI of the run so far, in its unit of `twin.kpis.REGISTRY`."""
+        e = self.site.emissions
+        return kpi(name, self.meters,
+                   Factors(e.electricity, e.fuel, self.site.district.boiler.efficiency))
 
     def stored_energy(self) -> float:
         """Heat held in every node of the site relative to 0 degC (J)."""

@@ -58,8 +58,8 @@ def _site_points(tw: Twin, pts: PointTable, temp: dict[str, float]) -> None:
     pts.sensor("site.it_power", "W", 0, 1e9, "IT electrical power of all racks",
                lambda: float(tw.racks.power.sum()))
     pts.status("site.pue", "1", 0, 10, "PUE over the run so far",
-               lambda: tw.kpis()["pue"])
-    pts.status("site.erf", "1", 0, 1, "ERF over the run so far", lambda: tw.kpis()["erf"])
+               lambda: tw.kpi("pue"))
+    pts.status("site.erf", "1", 0, 1, "ERF over the run so far", lambda: tw.kpi("erf"))
     pts.status("site.heat_recovered", "J", 0, 1e18, "heat delivered by the heat pumps so far",
                lambda: tw.meters.condensers)
     pts.sensor("air.supply_temp", "degC", -10, 60, "rack inlet air temperature",
