@@ -62,6 +62,8 @@ def key_paths(data: dict[str, Any], prefix: str = "") -> list[str]:
 
 def test_the_twin_computes_exactly_the_registered_kpis(short_run: Twin) -> None:
     assert list(short_run.kpis()) == list(REGISTRY)
+    assert {n: short_run.kpi(n) for n in REGISTRY} == short_run.kpis().as_dict()
+    assert short_run.read("site.pue") == short_run.kpi("pue") > 1.0
     assert list(kpis(Meters(), 0.0, 0.0, 1.0)) == list(REGISTRY)
     for name, spec in REGISTRY.items():
         assert spec.name == name
