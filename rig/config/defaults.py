@@ -2,14 +2,15 @@
 these. Times in seconds (simulated unless stated), speeds in simulated s per wall s.
 
 The twin's own defaults (random seed, start date, MQTT topic prefix) live in
-`twin.defaults`; they are imported here so that the rig reads every default from this
-module.
+`twin.defaults` and the MQTT QoS beside the MQTT configuration; they are imported here so
+that the rig reads every default from this module.
 """
 
 from __future__ import annotations
 
 from typing import Final, Literal
 
+from rig.protocols.mqtt.config import DEFAULT_QOS as MQTT_QOS
 from twin.defaults import DEFAULT_MQTT_PREFIX, DEFAULT_SEED, DEFAULT_START
 
 DEFAULT_SITE: Final = "reference-1mw"
@@ -30,8 +31,6 @@ SLICE_S: Final = 0.1
 """Wall time of one slice of a live run (wall s)."""
 MODBUS_ADDRESS: Final = "127.0.0.1:5020"
 """Where a live run serves Modbus TCP."""
-MQTT_QOS: Final = 1
-"""QoS of telemetry and replies."""
 WATCHDOG_TIMEOUT_S: Final = 60.0
 """Communication-loss watchdog timeout of every controlled device."""
 WATCHDOG_FALLBACK: Final[Literal["hold", "safe"]] = "safe"

@@ -12,6 +12,7 @@ from twin.errors import ConfigError
 if TYPE_CHECKING:
     from twin.site import Site
 
+DEFAULT_QOS = 1  # of telemetry and replies
 USERNAME_ENV = "HEATRIG_MQTT_USERNAME"
 PASSWORD_ENV = "HEATRIG_MQTT_PASSWORD"
 
@@ -28,7 +29,7 @@ class MqttConfig:
     url: str = "mqtt://127.0.0.1:1883"
     site: str = "site"
     prefix: str = DEFAULT_MQTT_PREFIX
-    qos: int = 1
+    qos: int = DEFAULT_QOS
     client_id: str | None = None  # default heatrig-<site>-<pid>
     ca_file: str | None = None
     keepalive_s: int = 30
