@@ -110,6 +110,12 @@ def run_dir_folder(tmp: Path) -> None:
     (tmp / "notarun" / "notes.txt").write_text("not a run\n")
 
 
+def offline_run(tmp: Path) -> None:
+    done = heatrig("sim", "reference-1mw", "--duration", "10 s", "--quiet", "--out", "day",
+                   cwd=tmp)
+    assert done.returncode == 0, done.stderr
+
+
 MISTAKES: dict[str, Mistake] = {
     # ---------------------------------------------------------------- sites
     "unknown site name": Mistake(
@@ -186,6 +192,11 @@ MISTAKES: dict[str, Mistake] = {
         ("show", "notarun"), ("notarun: not a run directory",), run_dir_folder),
     "replay of a folder that is not a run": Mistake(
         ("replay", "notarun"), ("notarun: not a run directory",), run_dir_folder),
+    "replay onto the run itself": Mistake(
+        ("replay", "notarun", "--out", "notarun/"),
+        ("--out notarun: the replay would overwrite the run it replays",), run_dir_folder),
+    "replay of an offline run": Mistake(
+        ("replay", "day"), ("day: an offline run; replay reproduces live runs",), offline_run),
     "export of a folder that is not a run": Mistake(
         ("export", "notarun", "--influx", "http://127.0.0.1:9"),
         ("notarun: not a run directory",), run_dir_folder),

@@ -22,21 +22,34 @@ from rig.present.summary import ReplayCheck, RunSummary, build_summary, write_su
 from rig.record.datahash import data_hash
 from rig.record.recorder import Recorder
 from rig.record.store import RunStore
-from twin.errors import RunError
+from twin.errors import ConfigError, RunError
 from twin.site import Site
 
 
 def replay(run_dir: Path, out_dir: Path) -> RunSummary:
     """Replay the run in ``run_dir`` offline into ``out_dir``; returns the summary with
     ``record_hash`` and its `ReplayCheck` against the original."""
+    if out_dir.resolve() == Path(run_dir).resolve():
+        raise ConfigError(f"--out {out_dir}: the replay would overwrite the run it replays; "
+                          "give another folder")
     original = RunStore.open(run_dir)
     m = original.manifest
-    site = Site.model_validate(m["site_config"])
-    start = datetime.fromisoformat(m["start"])
-    twin = build_plan(site, seed=int(m["seed"]), start=start).twin
+    if m.get("mode") == "offline":
+        original.close()
+        raise RunError(f"{run_dir}: an offline run; replay reproduces live runs from their "
+                       "command log (the same 'heatrig sim' again reproduces an offline run)")
+    try:
+        site = Site.model_validate(m["site_config"])
+        start = datetime.fromisoformat(m["start"])
+        seed = int(m["seed"])
+    except (KeyError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        original.close()
+        raise RunError(f"{run_dir}: its manifest cannot be replayed by this version of "
+                       f"heatrig ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    twin = build_plan(site, seed=seed, start=start).twin
     if twin.points.ids() != original.point_ids:
         raise RunError(f"{run_dir}: the point table of the replay differs from the "
-                         "recording (made by another version of heatrig?)")
+                       "recording (made by another version of heatrig?)")
     scenario = m.get("scenario_config")
     if scenario:
         schedule(FaultContext(twin), list(Scenario.model_validate(scenario).faults))
