@@ -465,8 +465,7 @@ def error_lines(exc: BaseException) -> list[str]:
         lines = [f"{files}: {what}"]
     else:
         lines = [_one_line(str(exc))]
-    return [PREFIX + (line or type(exc).__name__) for line in lines if line] or [
-        PREFIX + type(exc).__name__]
+    return [PREFIX + line for line in lines if line] or [PREFIX + type(exc).__name__]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -487,6 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_inputs(args)
         return func(args)
     except HeatrigError as exc:
+        log.debug("the error in full", exc_info=True)
         print("\n".join(error_lines(exc)), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
