@@ -1,0 +1,1 @@
+"""Judging a run: the fault catalog and its scheduling, expectations and their verdicts."""

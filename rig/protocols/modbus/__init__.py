@@ -1,0 +1,1 @@
+"""Modbus TCP: the register map generated from the point table, and the server that serves it."""
