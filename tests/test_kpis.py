@@ -30,7 +30,7 @@ from rig.present.summary import (
     build_summary,
     kpi_table,
 )
-from rig.record.store import STORE_FILE, RunStore
+from rig.record.store import STORE_FILE, RunStore, show
 from rig.runtime.offline import run_offline
 from twin.kpis import J_PER_KWH, REGISTRY, Kpis, Meters, kpis
 from twin.plant import Twin
@@ -147,6 +147,14 @@ def test_kpi_expectations_convert_into_the_registry_unit(
         wrong = check(store, {**spec, "value": "1.2 kWh"})
     assert v.verdict == "pass" and v.evidence["unit"] == "kg", v
     assert wrong.verdict == "error", wrong
+
+
+def test_show_prints_the_registry_units(tmp_path: Path, pue_in_kg: kpi_module.KpiSpec) -> None:
+    with RunStore.create(tmp_path / "run", {"site": "unit"}, POINTS) as store:
+        store.write_kpis({"heat_reused_kwh": 1234.5, "pue": 1.1})
+    lines = [line.split() for line in show(tmp_path / "run").splitlines()]
+    assert ["pue", "1.100", "kg"] in lines and ["heat_reused_kwh", "1,234", "kWh"] in lines
+    assert lines.index(["pue", "1.100", "kg"]) < lines.index(["heat_reused_kwh", "1,234", "kWh"])
 
 
 # --------------------------------------------------------------------------- store rows

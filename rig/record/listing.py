@@ -10,6 +10,7 @@ from typing import Any
 from rig.record.reader import StoreReader
 from rig.record.schema import STORE_FILE, dump_json
 from twin.errors import RunStoreError
+from twin.kpis import REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,12 @@ def list_runs(root: str | Path) -> list[dict[str, Any]]:
         except (RunStoreError, sqlite3.Error) as exc:
             log.warning("%s: skipped: %s", run_dir, exc)
     return sorted(runs, key=lambda r: (r["wall_start"] or "", r["run_dir"]))
+
+
+def _kpi_unit(name: str) -> str:
+    """The unit `show` prints after a KPI (none for a ratio or a KPI of another version)."""
+    spec = REGISTRY.get(name)
+    return "" if spec is None or spec.unit == "1" else spec.unit
 
 
 def _fmt(value: Any) -> str:
@@ -52,8 +59,9 @@ def show(run_dir: str | Path) -> str:
     ]
     if kpis:
         lines.append("KPIs")
-        width = max(len(k) for k in kpis)
-        lines += [f"  {k:<{width}}  {_fmt(v)}" for k, v in kpis.items()]
+        names = [k for k in REGISTRY if k in kpis] + [k for k in kpis if k not in REGISTRY]
+        width = max(len(k) for k in names)
+        lines += [f"  {k:<{width}}  {_fmt(kpis[k])} {_kpi_unit(k)}".rstrip() for k in names]
     else:
         lines.append("KPIs      none recorded")
     if verdicts:
