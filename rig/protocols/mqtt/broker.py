@@ -18,6 +18,7 @@ import logging
 import threading
 from typing import Any
 
+from rig.protocols.logsafe import escape_library_logs
 from twin.errors import ConfigError, ServiceError
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,32 @@ def broker_config(port: int) -> dict[str, Any]:
         "listeners": {"default": {"type": "tcp", "bind": f"{LOOPBACK}:{port}"}},
         "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
     }
+
+
+def _own_filters_broker() -> type:
+    """amqtt's ``Broker`` that sends a retained message only for the session's own filters.
+
+    amqtt 0.12.1, on every CONNECT, replays retained messages for *every* filter any client
+    of the broker has subscribed to (it loops over ``Broker._subscriptions``, not over the
+    connecting session's), so a client subscribing to ``foo/bar`` still received
+    ``<prefix>/<site>/status``, and a matching client got it twice (on CONNECT and on
+    SUBSCRIBE). MQTT 3.1.1 (3.3.1.3) sends retained messages when a subscription is made.
+    Both replays go through ``_publish_retained_messages_for_subscription``; this override
+    skips it unless ``session`` itself holds that filter. On SUBSCRIBE it does (it was just
+    added), so that delivery stays; on CONNECT a clean session holds none, and a resumed one
+    gets its own filters only.
+    """
+    from amqtt.broker import Broker  # imported here: amqtt is heavy and optional at runtime
+
+    class OwnFiltersBroker(Broker):  # type: ignore[misc]
+        async def _publish_retained_messages_for_subscription(
+                self, subscription: tuple[str, int], session: Any) -> None:
+            holders = self._subscriptions.get(subscription[0], ())
+            if any(s.client_id == session.client_id for s, _ in holders):
+                await super()._publish_retained_messages_for_subscription(subscription,
+                                                                           session)
+
+    return OwnFiltersBroker
 
 
 class EmbeddedBroker:
@@ -135,11 +162,10 @@ class EmbeddedBroker:
                 self._loop = None
 
     async def _serve(self) -> None:
-        from amqtt.broker import Broker  # imported here: amqtt is heavy and optional at runtime
-
         self._stop = asyncio.Event()
-        broker = Broker(broker_config(self.port))
+        broker = _own_filters_broker()(broker_config(self.port))
         await broker.start()
+        escape_library_logs("amqtt")  # amqtt logs topics and payloads as they came
         self._broker = broker
         server = broker._servers["default"].instance  # amqtt keeps the asyncio.Server there
         self.port = int(server.sockets[0].getsockname()[1])

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rig.protocols.logsafe import safe_for_log
 from rig.protocols.mqtt import topics
 from rig.protocols.mqtt.config import MqttConfig
 from rig.protocols.mqtt.counters import Counters
@@ -237,7 +238,8 @@ class CommandHandler:
         """Validate one command message (network thread); queue it or refuse it."""
         parsed = topics.parse_command(self.config.prefix, self.config.site, topic)
         if parsed is None:
-            log.warning("mqtt: ignored message on %s (not a command topic)", topic[:200])
+            log.warning("mqtt: ignored message on %s (not a command topic)",
+                        safe_for_log(topic))
             self._count("commands_refused")
             return
         device, point_id = parsed
@@ -263,7 +265,7 @@ class CommandHandler:
     def _refuse(self, device: str, point_id: str, refusal: WriteRefused, value: Any,
                 request_id: str | int | None) -> None:
         self._count("commands_refused")
-        log.info("mqtt: command refused: %s", _short(refusal))
+        log.info("mqtt: command refused: %s", safe_for_log(_short(refusal)))
         result = CommandResult(point_id[:200], device, False, refusal.reason, refusal.code,
                                value, self.sim_time, request_id)
         self._publish(self.reply_topic(device), result.to_json())

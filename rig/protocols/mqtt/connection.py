@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from rig.protocols.logsafe import ESCAPING_FILTER, safe_for_log
 from rig.protocols.mqtt.config import BrokerAddress, MqttConfig
 from rig.protocols.mqtt.counters import Counters
 
@@ -50,6 +51,7 @@ class _QuietDisconnected(logging.Filter):
 
 _paho_log = logging.getLogger(__name__ + ".paho")
 _paho_log.addFilter(_QuietDisconnected())
+_paho_log.addFilter(ESCAPING_FILTER)  # paho logs received topics as they came
 
 
 class Connection:
@@ -233,7 +235,8 @@ class Connection:
             return False
         else:
             self._count("dropped")
-            log.debug("mqtt: dropped message on %s: %s", topic, paho.error_string(rc))
+            log.debug("mqtt: dropped message on %s: %s", safe_for_log(topic),
+                      paho.error_string(rc))
         return True
 
     def _flush(self) -> None:

@@ -31,6 +31,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rig.protocols.logsafe import safe_for_log
 from rig.protocols.mqtt.connection import Connection
 from rig.protocols.mqtt.counters import Counters
 from twin.faults import FaultTargetError
@@ -279,4 +280,5 @@ class FaultInjector:
                 try:
                     self._connection.publish(topic, payload)
                 except Exception:
-                    log.exception("mqtt: delayed message on %s not published", topic)
+                    log.exception("mqtt: delayed message on %s not published",
+                                  safe_for_log(topic))

@@ -49,12 +49,13 @@ def parse_command(prefix: str, site: str, topic: str) -> tuple[str, str] | None:
     """``(device, point_id)`` of a command topic of this site, or None if it is not one.
 
     The point id is everything after ``cmd/`` (it may be empty or hold a ``/``; the
-    caller refuses such ids as unknown points).
+    caller refuses such ids as unknown points). A device holding a control character is
+    not one: the reply topic is built from it.
     """
     root = base(prefix, site) + "/"
     if not topic.startswith(root):
         return None
     parts = topic[len(root):].split("/", 2)
-    if len(parts) != 3 or parts[1] != "cmd" or not parts[0]:
+    if len(parts) != 3 or parts[1] != "cmd" or not parts[0] or not parts[0].isprintable():
         return None
     return parts[0], parts[2]

@@ -1,0 +1,229 @@
+"""The MQTT side under hostile clients and broker crashes.
+
+Retained messages of the embedded broker go only to matching filters, once; topics and
+payloads from clients cannot forge a line of the rig's log; the adapter is back within 2 s
+of a restarted broker (the full 20-restart version is ``bench/soak_broker.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from servers import Mosquitto, unique_name
+
+from rig.protocols.logsafe import safe_for_log
+from rig.protocols.mqtt import topics
+from rig.protocols.mqtt.adapter import MqttAdapter, MqttConfig
+from rig.protocols.mqtt.broker import EmbeddedBroker
+from twin.plant import Twin
+from twin.site import Site
+
+SITE = "reference-1mw"
+WAIT_S = 5.0
+RECONNECT_BOUND_S = 2.5  # the functional bound is 2 s; margin for a loaded machine
+
+
+class Listener:
+    """A stock paho client subscribing to ``pattern`` once; records every message."""
+
+    def __init__(self, port: int, pattern: str, reconnect: bool = False) -> None:
+        self.messages: list[paho.MQTTMessage] = []
+        self.first_at: dict[str, float] = {}
+        self._cond = threading.Condition()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique_name("listen"))
+        self.client.reconnect_delay_set(0.05, 0.1)
+        self.subscribed = threading.Event()
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(pattern, qos=1)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
+        self.client.on_disconnect = lambda c, u, f, rc, p: self.subscribed.clear()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert self.subscribed.wait(WAIT_S), "listener did not subscribe"
+
+    def _on_message(self, client: Any, userdata: Any, message: paho.MQTTMessage) -> None:
+        with self._cond:
+            self.messages.append(message)
+            self._cond.notify_all()
+
+    def wait_for(self, predicate: Any, timeout: float = WAIT_S) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self.messages), timeout)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def listeners() -> Iterator[list[Listener]]:
+    made: list[Listener] = []
+    yield made
+    for listener in made:
+        listener.close()
+
+
+def _adapter(url: str, twin: Twin, prefix: str, **kw: Any) -> MqttAdapter:
+    config = MqttConfig(url=url, site=SITE, prefix=prefix, qos=1, **kw)
+    return MqttAdapter(config, twin.points)
+
+
+# --------------------------------------------------------------------------- retained
+
+
+def test_embedded_broker_sends_retained_status_only_to_matching_filters_once(
+        listeners: list[Listener]) -> None:
+    prefix = unique_name("heatrig")
+    twin = Twin(Site(name=SITE), seed=1)
+    status = topics.base(prefix, SITE) + "/status"
+    with EmbeddedBroker() as broker:
+        wide = Listener(broker.port, f"{topics.base(prefix, SITE)}/#")  # a matching filter
+        listeners.append(wide)
+        ad = _adapter(broker.url, twin, prefix).start(wait_s=WAIT_S)
+        try:
+            assert wide.wait_for(lambda ms: any(m.topic == status for m in ms))
+            unrelated = Listener(broker.port, "foo/bar")
+            matching = Listener(broker.port, status)
+            listeners += [unrelated, matching]
+            assert matching.wait_for(lambda ms: len(ms) >= 1)
+            time.sleep(0.5)  # a duplicate or a stray delivery would arrive by now
+            assert [(m.topic, m.payload, m.retain) for m in matching.messages] == [
+                (status, b"online", True)]
+            assert unrelated.messages == []
+        finally:
+            ad.close()
+
+
+# --------------------------------------------------------------------------- log forging
+
+
+def test_safe_for_log_escapes_control_characters_only() -> None:
+    assert safe_for_log("heatrig/site/cdu1/cmd/cdu1.valve_cmd") == (
+        "heatrig/site/cdu1/cmd/cdu1.valve_cmd")
+    assert safe_for_log("a\nb\r\tc\x1b[31m\x00\u2028") == "a\\nb\\r\\tc\\x1b[31m\\x00\\u2028"
+    assert safe_for_log(b"x\ny\xff") == "x\\ny\\xff"
+    assert safe_for_log("é/ü") == "é/ü"
+    long = safe_for_log("x" * 1000, limit=50)
+    assert len(long) <= 60 and long.endswith("...")
+
+
+def test_topic_with_newline_cannot_forge_a_log_line(
+        caplog: pytest.LogCaptureFixture, listeners: list[Listener]) -> None:
+    """Mosquitto refuses control characters in topics; the embedded broker passes them."""
+    prefix = unique_name("heatrig")
+    twin = Twin(Site(name=SITE), seed=1)
+    caplog.set_level(logging.DEBUG)
+    broker = EmbeddedBroker()
+    broker.start()
+    ad = _adapter(broker.url, twin, prefix).start(wait_s=WAIT_S)
+    try:
+        base = topics.base(prefix, SITE)
+        replies = Listener(broker.port, f"{base}/+/reply")
+        listeners.append(replies)
+        forged = [
+            f"{base}/cdu1/cmd/x\nFAKE LOG LINE",  # a command topic with a bad point id
+            f"{base}/cdu1/cmd/cdu1.valve_cmd\r\nFAKE LOG LINE 2",
+            f"{base}/cdu\nFAKE device/cmd/cdu1.valve_cmd",
+        ]
+        for topic in forged:
+            replies.client.publish(topic, b"0.5", qos=1).wait_for_publish(WAIT_S)
+        replies.client.publish(f"{base}/cdu1/cmd/cdu1.valve_cmd",
+                               b'{"value": "\\nFAKE from payload"}', qos=1)
+        replies.client.publish(f"{base}/cdu1/cmd/cdu1.valve_cmd", b"\nFAKE raw payload\n",
+                               qos=1).wait_for_publish(WAIT_S)
+        deadline = time.monotonic() + WAIT_S
+        while ad.stats()["commands_refused"] < len(forged) + 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ad.stats()["commands_refused"] == len(forged) + 2
+    finally:
+        ad.close()
+        for listener in listeners:
+            listener.close()
+        listeners.clear()
+        broker.stop()
+    text = caplog.text
+    assert "FAKE" in text  # the messages were logged, escaped
+    lines = [r.getMessage() for r in caplog.records]
+    assert not [line for line in lines if "\n" in line or "\r" in line]
+    assert not [line for line in text.splitlines() if line.lstrip().startswith("FAKE")]
+
+
+# --------------------------------------------------------------------------- reconnect
+
+
+def reconnect_times(broker: Mosquitto, restarts: int, down_s: float = 0.3) -> tuple[
+        list[float], dict[str, Any]]:
+    """Kill and restart ``broker`` ``restarts`` times while an adapter publishes telemetry.
+
+    Returns the times (s) from each restart's readiness to the first telemetry message a
+    subscriber receives afterwards, and the adapter's final stats.
+    """
+    prefix = unique_name("heatrig")
+    twin = Twin(Site(name=SITE), seed=1)
+    telemetry = topics.telemetry(prefix, SITE, "district")
+    ad = _adapter(broker.url, twin, prefix).start(wait_s=WAIT_S)
+    stop = threading.Event()
+    got = threading.Event()
+    arrivals: list[float] = []
+
+    def publish_loop() -> None:
+        t = 0.0
+        while not stop.is_set():
+            t += 1.0
+            twin.run_until(t)
+            ad.publish_twin(twin)
+            stop.wait(0.05)
+
+    def on_message(client: Any, userdata: Any, message: paho.MQTTMessage) -> None:
+        if message.topic == telemetry:
+            arrivals.append(time.monotonic())
+            got.set()
+
+    sub = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique_name("soak"))
+    sub.reconnect_delay_set(0.05, 0.1)
+    sub.on_connect = lambda c, u, f, rc, p: c.subscribe(telemetry, qos=1)
+    sub.on_message = on_message
+    sub.connect("127.0.0.1", broker.port)
+    sub.loop_start()
+    publisher = threading.Thread(target=publish_loop, daemon=True)
+    publisher.start()
+    times = []
+    try:
+        assert got.wait(WAIT_S), "no telemetry before the first restart"
+        for _ in range(restarts):
+            broker.kill()
+            time.sleep(down_s)
+            got.clear()
+            broker.start()
+            back = time.monotonic()
+            assert got.wait(10.0), f"no telemetry 10 s after a restart: {ad.stats()}"
+            times.append(next(a for a in arrivals if a >= back) - back)
+    finally:
+        stop.set()
+        publisher.join(WAIT_S)
+        sub.disconnect()
+        sub.loop_stop()
+        stats = ad.stats()
+        ad.close()
+    return times, stats
+
+
+@pytest.mark.slow
+def test_reconnect_after_broker_restarts_is_bounded(fresh_mosquitto: Mosquitto) -> None:
+    times, stats = reconnect_times(fresh_mosquitto, restarts=5)
+    print(f"reconnect s: min {min(times):.2f} median {statistics.median(times):.2f} "
+          f"max {max(times):.2f}")
+    assert max(times) <= RECONNECT_BOUND_S, times
+    assert stats["reconnects"] == 5
+    # Nothing that was handed over was dropped: the outage fits the outbound buffer.
+    assert stats["dropped"] == 0 and stats["queued"] == 0, stats
+    assert json.dumps(stats)  # stats stay JSON for summary.json
