@@ -1,5 +1,4 @@
-"""Modbus TCP server of the live rig (pymodbus 3.16), serving a
-`rig.protocols.modbus.registers.ModbusMap`.
+"""Modbus TCP server of the live rig, serving a `rig.protocols.modbus.registers.ModbusMap`.
 
 Everything runs on the live runner's asyncio loop thread, so there are no locks:
 
@@ -17,9 +16,48 @@ Everything runs on the live runner's asyncio loop thread, so there are no locks:
   heartbeats, are applied without an event) and returns what was applied.
 * An unknown unit id answers exception 0B (gateway target failed to respond).
 
-Connections beyond ``max_connections`` are closed as soon as they are accepted; a
-connection without a request for ``idle_timeout_s`` is closed. Requests and exception
-responses (by code) are counted for the status view (`ModbusServer.stats`).
+The protocol follows the Modbus Application Protocol Specification V1.1b3 and the
+Modbus Messaging on TCP/IP Implementation Guide V1.0b for the function codes served:
+1, 2 (read coils / discrete inputs, 1-2000), 3, 4 (read holding / input registers,
+1-125), 5 (write single coil: 0xFF00 or 0x0000), 6 (write single register), 15 (write
+multiple coils, 1-1968), 16 (write multiple registers, 1-123), 22 (mask write
+register), 23 (read/write multiple registers, read 1-125 / write 1-121; the write is
+done before the read, both parts are validated first and an exception applies
+nothing). Checks in the specification's order: function code served (else 01), PDU
+length, quantity and byte count (else 03), address range (else 02), value (else 03).
+Other function codes answer 01. Several requests may be in flight on one connection
+(pipelined, even in one TCP segment): each is answered, in order. A frame with a
+protocol id other than 0 is not Modbus and is dropped unanswered; an MBAP length
+outside 2..254 loses the framing, so the connection is closed.
+
+Why the framing and the PDUs are this module's own rather than pymodbus 3.16's server:
+its transport empties the receive buffer whenever it sends an answer and its framer
+decodes one frame per received segment, so pipelined requests are lost; a frame with a
+bad protocol id is neither consumed nor skipped (the stream stalls until 264 bytes have
+piled up and are thrown away, valid frames with them), and is logged, with hex dumps
+at debug level, each time more bytes arrive; its decoders take any FC5 value but 0 as
+ON, answer FC15 quantity 0 with 01, and FC23 writes before it checks the read part. None
+of these is reachable through its public hooks. The map and the datastore rules are
+unchanged; the pymodbus *client* still talks to this server in the tests.
+
+Connections (`ModbusConfig`), so that no client can starve the others:
+
+* at most ``max_connections`` in all and ``max_per_address`` (default half of it) from
+  one source address. A new client arriving at a cap takes the place of the most idle
+  connection in that scope: first one that has not completed a request yet (oldest
+  first), else one without a request for ``evict_idle_s``; when there is none (every
+  connection busy) the new client is closed at once;
+* a frame must be complete ``frame_timeout_s`` after its first byte, else the connection
+  is closed (a client trickling bytes holds no slot for long);
+* a connection without a complete request for ``idle_timeout_s`` is closed;
+* a client that does not read its answers is not read from either (backpressure), and
+  a long burst of pipelined requests is served in batches so the loop keeps running.
+
+Expected protocol errors are counted per kind (``stats()["protocol_errors"]``, see
+`PROTOCOL_ERRORS`) and logged as summaries: at most one line per kind every
+``LOG_PERIOD_S``, the first at once, later ones with the count since (flushed at
+``stop``). No traceback and no frame bytes are logged; only numbers and the peer's
+address.
 
 Protocol faults (`rig.assess.faults`) go through
 ``ModbusServer.inject(kind, target=..., **params)``,
@@ -28,10 +66,11 @@ which applies the fault at once and returns the function that clears it. ``targe
 
 * ``modbus_exception(code)`` -- every request answers exception ``code``; the datastore is
   not reached, so nothing is written;
-* ``modbus_latency(delay)`` -- each request waits ``delay`` wall seconds
-  (``asyncio.sleep``: the loop, and the simulation on it, keep running) before it is
-  served; the answer is computed after the wait. A request whose connection closed while
-  it waited gets no answer;
+* ``modbus_latency(delay)`` -- each request waits ``delay`` wall seconds (a timer on the
+  loop: the simulation keeps running) before it is served; the answer is computed after
+  the wait. A request whose connection closed while it waited gets no answer. Answers
+  of units without latency do not wait for delayed ones (each carries its transaction
+  id, as a gateway's would);
 * ``modbus_disconnect`` (target ``modbus`` only) -- every open connection is closed and new
   ones are closed as soon as they are accepted;
 * ``modbus_frozen`` -- ``refresh`` leaves the unit's registers and bits as they were (the
@@ -39,11 +78,6 @@ which applies the fault at once and returns the function that clears it. ``targe
 
 Faults of one kind may overlap: the largest delay and the most recent exception code of
 the faults covering a unit apply. Each effect is counted in ``stats()`` (``fault_*``).
-
-The datastore is a `pymodbus.datastore.ModbusServerContext` subclass: with 3.16 a context
-flagged ``old_simulator`` is served directly through its ``async_getValues`` and
-``async_setValues``, which may return a `pymodbus.constants.ExcCodes` member; pymodbus
-turns that into the exception response. (The minor version is pinned in pyproject.)
 """
 
 from __future__ import annotations
@@ -52,18 +86,14 @@ import asyncio
 import contextlib
 import logging
 import math
+import struct
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pymodbus.constants import ExcCodes
-from pymodbus.datastore import ModbusServerContext
-from pymodbus.pdu import ExceptionResponse, ModbusPDU
-from pymodbus.server import ModbusTcpServer
-from pymodbus.server.requesthandler import ServerRequestHandler
 
 from rig.protocols.modbus.registers import FUNCTION_TABLES, ModbusMap, Table
 from twin.errors import PointError, WriteRefused
@@ -78,6 +108,45 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5020
 FAULT_KINDS = ("modbus_exception", "modbus_latency", "modbus_disconnect", "modbus_frozen")
 ALL_UNITS = "modbus"  # the fault target meaning every unit id
+
+# Exception codes (Modbus Application Protocol V1.1b3, section 7).
+ILLEGAL_FUNCTION = 0x01
+ILLEGAL_ADDRESS = 0x02
+ILLEGAL_VALUE = 0x03
+DEVICE_FAILURE = 0x04
+DEVICE_BUSY = 0x06
+GATEWAY_NO_RESPONSE = 0x0B
+
+# Quantity limits per function code (ibid., section 6).
+READ_LIMITS = {1: 2000, 2: 2000, 3: 125, 4: 125}
+MAX_WRITE_COILS = 1968
+MAX_WRITE_REGISTERS = 123
+MAX_RW_READ = 125
+MAX_RW_WRITE = 121
+
+MBAP = struct.Struct(">HHHB")  # transaction id, protocol id, length, unit id
+_MBAP_HEAD = struct.Struct(">HHH")
+MBAP_MIN_LENGTH = 2  # unit id + function code
+MBAP_MAX_LENGTH = 254  # unit id + a PDU of at most 253 bytes
+BATCH_FRAMES = 128  # frames served before the loop gets a turn
+LOG_PERIOD_S = 10.0
+
+PROTOCOL_ERRORS = (
+    "bad_length",  # MBAP length outside 2..254: connection closed
+    "bad_protocol_id",  # not Modbus: frame dropped, no answer
+    "frame_timeout",  # a frame not complete in frame_timeout_s: connection closed
+    "illegal_function",  # function code not served: 01
+    "malformed_pdu",  # PDU length wrong for its function code: 03
+    "bad_quantity",  # quantity outside the function code's limits: 03
+    "bad_byte_count",  # byte count does not match the quantity: 03
+    "bad_coil_value",  # FC5 value other than 0xFF00/0x0000: 03
+    "unknown_unit",  # unit id not served: 0B
+)
+
+_RW = struct.Struct(">BHHHHB")
+_HEAD = struct.Struct(">BHHB")
+_FIXED = struct.Struct(">BHH")
+_MASK = struct.Struct(">BHHH")
 
 
 def parse_endpoint(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
@@ -105,19 +174,39 @@ def parse_endpoint(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, in
 
 @dataclass(frozen=True, slots=True)
 class ModbusConfig:
-    """Where the server listens and its limits (port 0 = any free port)."""
+    """Where the server listens and its limits (port 0 = any free port; times in s).
+
+    ``max_per_address`` None means half of ``max_connections`` (at least 1).
+    """
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     max_connections: int = 16
+    max_per_address: int | None = None
     idle_timeout_s: float = 60.0
+    frame_timeout_s: float = 2.0
+    evict_idle_s: float = 1.0
     queue_bound: int = 256  # accepted point writes waiting for apply_pending
 
     def __post_init__(self) -> None:
         if self.max_connections < 1 or self.queue_bound < 1:
             raise ValueError("modbus max_connections and queue_bound must be >= 1")
-        if not self.idle_timeout_s > 0:
-            raise ValueError("modbus idle_timeout_s must be > 0")
+        if self.max_per_address is not None and not \
+                1 <= self.max_per_address <= self.max_connections:
+            raise ValueError(f"modbus max_per_address must be 1..{self.max_connections} "
+                             f"(max_connections), not {self.max_per_address}")
+        for name in ("idle_timeout_s", "frame_timeout_s", "evict_idle_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"modbus {name} must be a number of seconds > 0, "
+                                 f"not {value!r}")
+
+    @property
+    def per_address(self) -> int:
+        """Connections allowed from one source address."""
+        if self.max_per_address is not None:
+            return self.max_per_address
+        return max(1, self.max_connections // 2)
 
     @classmethod
     def from_endpoint(cls, text: str, **overrides: Any) -> ModbusConfig:
@@ -148,26 +237,75 @@ class _Pending:
     bits: bool
 
 
-class RigContext(ModbusServerContext):
-    """Datastore serving a map from a snapshot; only declared command points are writable."""
+class _Refused(Exception):
+    """An exception response: ``code``, and the protocol error ``kind`` it counts as."""
+
+    def __init__(self, code: int, kind: str | None = None, detail: str = "") -> None:
+        super().__init__(code)
+        self.code = code
+        self.kind = kind
+        self.detail = detail
+
+
+class _LogBudget:
+    """At most one log line per kind every ``period`` s: the first one at once, then
+    the number of further occurrences, when the period is over."""
+
+    def __init__(self, logger: logging.Logger, period: float = LOG_PERIOD_S) -> None:
+        self.logger = logger
+        self.period = period
+        self._last: dict[str, float] = {}
+        self._held: Counter[str] = Counter()
+        self._total: Counter[str] = Counter()
+        self._level: dict[str, int] = {}
+
+    def note(self, kind: str, level: int, fmt: str, *args: object) -> None:
+        """One occurrence of ``kind``; logs ``fmt % args`` unless one was logged lately."""
+        now = time.monotonic()
+        self._total[kind] += 1
+        last = self._last.get(kind)
+        if last is not None and now - last < self.period:
+            self._held[kind] += 1
+            return
+        self._last[kind] = now
+        self._level[kind] = level
+        held = self._held.pop(kind, 0)
+        if held:
+            self.logger.log(level, fmt + " (and %d more %s in the last %.0f s, %d in all)",
+                            *args, held, kind, now - (last or now), self._total[kind])
+        else:
+            self.logger.log(level, fmt, *args)
+
+    def flush(self, force: bool = False) -> None:
+        """Log the counts held back whose period is over (all of them with ``force``)."""
+        now = time.monotonic()
+        for kind, held in list(self._held.items()):
+            last = self._last.get(kind, now)
+            if force or now - last >= self.period:
+                del self._held[kind]
+                self._last[kind] = now
+                self.logger.log(self._level.get(kind, logging.WARNING),
+                                "modbus: %d more %s in the last %.0f s, %d in all", held, kind,
+                                now - last, self._total[kind])
+
+
+class _Image:
+    """The served registers and bits of every unit: the snapshot plus queued writes.
+
+    Registers are held as the big-endian bytes a read answers with, bits as a bool array.
+    """
 
     def __init__(self, modbus_map: ModbusMap, queue_bound: int) -> None:
-        # ModbusServerContext.__init__ would convert device contexts into pymodbus'
-        # simulator; this context answers requests itself (see the module docstring).
-        self.old_simulator = True
-        self.simdevices = []
-        self._devices = {}
         self.map = modbus_map
         self.queue_bound = queue_bound
         self.pending: deque[_Pending] = deque()
         self.refused_full = 0
-        self.unknown_units = 0
         self.sim_time = math.nan
         self.frozen: frozenset[int] = frozenset()  # units whose snapshot refresh keeps
         self.frozen_reads = 0
-        self._blocks = {(u, t): (off, size) for u, t, off, size in modbus_map.blocks()}
-        self._regs: list[int] = [0] * modbus_map.register_count
-        self._bits: list[bool] = [False] * modbus_map.bit_count
+        self.blocks = {(u, t): (off, size) for u, t, off, size in modbus_map.blocks()}
+        self.regs = bytearray(2 * modbus_map.register_count)
+        self.bits = np.zeros(modbus_map.bit_count, dtype=bool)
 
     def refresh(self, values: np.ndarray, sim_time: float) -> None:
         """Encode a new snapshot from table-ordered values; pending writes stay visible.
@@ -177,153 +315,240 @@ class RigContext(ModbusServerContext):
         if len(values) < len(self.map):
             raise ValueError(f"refresh: {len(values)} values for {len(self.map)} points")
         regs, bits = self.map.encode(values)
-        new_regs: list[int] = regs.tolist()
-        new_bits: list[bool] = bits.tolist()
+        new_regs = bytearray(regs.astype(">u2").tobytes())
         if self.frozen:
-            for (unit, table), (off, size) in self._blocks.items():
+            for (unit, table), (off, size) in self.blocks.items():
                 if unit in self.frozen:
-                    old: list[Any] = self._bits if table.bits else self._regs
-                    new: list[Any] = new_bits if table.bits else new_regs
-                    new[off:off + size] = old[off:off + size]
-        self._regs = new_regs
-        self._bits = new_bits
+                    if table.bits:
+                        bits[off:off + size] = self.bits[off:off + size]
+                    else:
+                        new_regs[2 * off:2 * (off + size)] = self.regs[2 * off:2 * (off + size)]
+        self.regs = new_regs
+        self.bits = bits
         self.sim_time = float(sim_time)
         for write in self.pending:
             self._overlay(write)
 
     def _overlay(self, write: _Pending) -> None:
-        image: list[Any] = self._bits if write.bits else self._regs
-        image[write.position:write.position + len(write.raw)] = write.raw
+        if write.bits:
+            self.bits[write.position:write.position + len(write.raw)] = write.raw
+        else:
+            struct.pack_into(f">{len(write.raw)}H", self.regs, 2 * write.position, *write.raw)
 
-    def device_ids(self) -> list[int]:
-        """Unit ids served."""
-        return sorted(self.map.devices)
-
-    def _block(self, device_id: int, func_code: int) -> tuple[Table, int, int] | ExcCodes:
-        if device_id not in self.map.devices:
-            self.unknown_units += 1
-            log.debug("modbus: request for unit id %d, which is not served", device_id)
-            return ExcCodes.GATEWAY_NO_RESPONSE
-        table = FUNCTION_TABLES.get(func_code)
-        if table is None:
-            return ExcCodes.ILLEGAL_FUNCTION
-        offset, size = self._blocks.get((device_id, table), (0, 0))
-        return table, offset, size
-
-    async def async_getValues(self, device_id: int, func_code: int, address: int,
-                              count: int = 1) -> list[int] | list[bool] | ExcCodes:
-        """Registers or bits of one request, from the present snapshot."""
-        found = self._block(device_id, func_code)
-        if isinstance(found, ExcCodes):
-            return found
-        table, offset, size = found
-        if count < 1 or address < 0 or address + count > size:
-            return ExcCodes.ILLEGAL_ADDRESS
-        if device_id in self.frozen:
+    def span(self, unit: int, table: Table, address: int, count: int) -> int:
+        """Start in the flat image of ``count`` items from ``address``; 02 if outside."""
+        off, size = self.blocks.get((unit, table), (0, 0))
+        if address + count > size:
+            raise _Refused(ILLEGAL_ADDRESS)
+        if unit in self.frozen:
             self.frozen_reads += 1
-        image: list[Any] = self._bits if table.bits else self._regs
-        return image[offset + address:offset + address + count]
+        return off + address
 
-    async def async_setValues(self, device_id: int, func_code: int, address: int,
-                              values: Sequence[int] | Sequence[bool]) -> ExcCodes | None:
-        """Validate and queue a write; an exception code refuses all of it."""
-        found = self._block(device_id, func_code)
-        if isinstance(found, ExcCodes):
-            return found
-        table, offset, _ = found
+    def read(self, unit: int, table: Table, address: int, count: int) -> bytes:
+        """Registers (big-endian bytes) or bits (packed, LSB first) of a read request."""
+        start = self.span(unit, table, address, count)
+        if table.bits:
+            return np.packbits(self.bits[start:start + count], bitorder="little").tobytes()
+        return bytes(self.regs[2 * start:2 * (start + count)])
+
+    def prepare(self, unit: int, table: Table, address: int,
+                values: list[int] | list[bool]) -> list[_Pending]:
+        """Validate a write; the queued entries it would make, or _Refused (02/03/06)."""
         try:
-            writes = self.map.writes(device_id, table, address, list(values))
+            writes = self.map.writes(unit, table, address, values)
         except WriteRefused as exc:
-            log.debug("modbus: unit %d %s write at %d refused: %s", device_id, table.value,
-                      address, exc)
-            return ExcCodes(exc.code)
+            raise _Refused(exc.code, None, str(exc)) from None
         if len(self.pending) + len(writes) > self.queue_bound:
             self.refused_full += 1
-            log.warning("modbus: write queue full (%d), write to unit %d refused",
-                        self.queue_bound, device_id)
-            return ExcCodes.DEVICE_BUSY
+            raise _Refused(DEVICE_BUSY, None, f"write queue full ({self.queue_bound})")
+        off = self.blocks[(unit, table)][0]
+        out = []
         for entry, value in writes:
             start = entry.address - address
             raw = tuple(values[start:start + entry.count])
-            write = _Pending(entry.point.id, value, device_id, offset + entry.address, raw,
-                             table.bits)
+            out.append(_Pending(entry.point.id, value, unit, off + entry.address, raw,
+                                table.bits))
+        return out
+
+    def commit(self, writes: Iterable[_Pending]) -> None:
+        """Queue validated writes; they read back as written until the next refresh."""
+        for write in writes:
             self.pending.append(write)
             self._overlay(write)
-        return None
 
 
-class _Handler(ServerRequestHandler):
-    """One client connection: enforces the connection cap and tracks activity.
+class _Connection(asyncio.Protocol):
+    """One client connection: splits the TCP stream into MBAP frames and serves them."""
 
-    Each decoded request is queued with its address as it arrives and served by its own
-    task (pymodbus keeps only the last one in ``last_pdu``, which a request arriving while
-    another waits, e.g. under modbus_latency, would overwrite). Injected exceptions and
-    delays are applied here, before the datastore.
-    """
+    def __init__(self, server: ModbusServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.host = "?"
+        self.buffer = bytearray()
+        self.accepted = time.monotonic()
+        self.last_request = self.accepted
+        self.requested = False  # completed a request yet
+        self.closed = False
+        self._frame_timer: asyncio.TimerHandle | None = None
+        self._delayed: set[asyncio.TimerHandle] = set()
+        self._write_paused = False
+        self._backlog = False  # reading paused while a burst is served in batches
 
-    def __init__(self, owner: _TcpServer) -> None:
-        super().__init__(owner, None, owner.trace_pdu, None)
-        self.rig = owner.rig
-        self.last_active = time.monotonic()
-        self._requests: deque[tuple[ModbusPDU, tuple | None]] = deque()
+    # -- asyncio callbacks ---------------------------------------------------------------
 
-    def callback_connected(self) -> None:
-        super().callback_connected()
-        self.last_active = time.monotonic()
-        if self.rig.fault_active("modbus_disconnect"):
-            self.rig.counters["fault_connections_refused"] += 1
-            log.info("modbus: connection refused (modbus_disconnect fault)")
-            self.close()
-        elif len(self.server.active_connections) > self.rig.config.max_connections:
-            self.rig.counters["connections_refused"] += 1
-            log.warning("modbus: connection refused, already %d connections",
-                        self.rig.config.max_connections)
-            self.close()
-        else:
-            self.rig.counters["connections_accepted"] += 1
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.host = str(peer[0])
+            self.peer = f"[{peer[0]}]:{peer[1]}" if ":" in self.host else f"{peer[0]}:{peer[1]}"
+        self.server._admit(self)
 
-    def callback_data(self, data: bytes, addr: tuple | None = None) -> int:
-        self.last_active = time.monotonic()
-        used = super().callback_data(data, addr)  # schedules handle_request for a request
-        if self.last_pdu is not None:
-            self._requests.append((self.last_pdu, self.last_addr))
-        return used
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._drop()
 
-    async def handle_request(self) -> None:
-        """Serve the oldest queued request (one task per request, in arrival order)."""
-        if not self._requests:
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
             return
-        pdu, addr = self._requests.popleft()
-        rig = self.rig
-        delay = rig.fault_delay(pdu.dev_id)
-        if delay > 0:
-            rig.counters["fault_delayed"] += 1
-            await asyncio.sleep(delay)
-            if not self.is_active():
-                return  # closed while waiting: nobody to answer
-        code = rig.fault_exception(pdu.dev_id)
-        if code is not None:
-            rig.counters["fault_exceptions"] += 1
-            response: ModbusPDU = ExceptionResponse(pdu.function_code, code)
-        else:
-            try:
-                response = await pdu.datastore_update(self.server.context, pdu.dev_id)
-            except Exception:
-                log.exception("modbus: datastore failed on %s", pdu)
-                response = ExceptionResponse(pdu.function_code, ExcCodes.DEVICE_FAILURE)
-        response.transaction_id = pdu.transaction_id
-        response.dev_id = pdu.dev_id
-        self.server_send(response, addr)
+        self.buffer += data
+        self._consume()
 
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self._watch_frame(False, restarted=False)
 
-class _TcpServer(ModbusTcpServer):
-    def __init__(self, rig: ModbusServer, context: RigContext) -> None:
-        self.rig = rig
-        super().__init__(context, address=(rig.config.host, rig.config.port),
-                         trace_pdu=rig._trace_pdu)
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self.closed or self.transport is None:
+            return
+        if not self._backlog:
+            self.transport.resume_reading()
+        self._consume()
 
-    def callback_new_connection(self) -> _Handler:
-        return _Handler(self)
+    # -- framing -------------------------------------------------------------------------
+
+    def _consume(self) -> None:
+        """Serve every complete frame in the buffer (a batch at a time), in order."""
+        buf = self.buffer
+        size = len(buf)
+        pos = served = 0
+        server = self.server
+        while size - pos >= 6 and not self._write_paused:
+            tid, protocol, length = _MBAP_HEAD.unpack_from(buf, pos)
+            if not MBAP_MIN_LENGTH <= length <= MBAP_MAX_LENGTH:
+                server._protocol_error("bad_length", self, "MBAP length %d (2..254 "
+                                       "allowed); connection closed", length)
+                self.abort()
+                return
+            end = pos + 6 + length
+            if end > size:
+                break
+            unit = buf[pos + 6]
+            pdu = bytes(buf[pos + 7:end])
+            pos = end
+            if protocol:
+                server._protocol_error("bad_protocol_id", self, "protocol id %d is not "
+                                       "Modbus; frame dropped", protocol)
+                continue
+            self.last_request = time.monotonic()
+            self.requested = True
+            server._handle(self, tid, unit, pdu)
+            if self.closed:
+                return
+            served += 1
+            if served >= BATCH_FRAMES:
+                break
+        if pos:
+            del buf[:pos]
+        rest = len(buf)
+        more = rest >= 6 and not self._write_paused and served >= BATCH_FRAMES
+        if more != self._backlog and self.transport is not None:
+            self._backlog = more
+            if more:
+                self.transport.pause_reading()
+            elif not self._write_paused:
+                self.transport.resume_reading()
+        if more:
+            asyncio.get_running_loop().call_soon(self._consume_later)
+        # Only an incomplete frame at the head is timed, and not while the client's
+        # answers are not read: its bytes may be waiting in the socket for us to read.
+        partial = 0 < rest < 6 + (MBAP_MAX_LENGTH if rest < 6 else buf[4] << 8 | buf[5])
+        self._watch_frame(partial and not self._write_paused, restarted=pos > 0)
+
+    def _consume_later(self) -> None:
+        if not self.closed:
+            self._consume()
+
+    def _watch_frame(self, partial: bool, restarted: bool) -> None:
+        """Time a partial frame: it must be complete frame_timeout_s after its start."""
+        timer = self._frame_timer
+        if timer is not None and (not partial or restarted):
+            timer.cancel()
+            self._frame_timer = timer = None
+        if partial and timer is None:
+            self._frame_timer = asyncio.get_running_loop().call_later(
+                self.server.config.frame_timeout_s, self._frame_expired)
+
+    def _frame_expired(self) -> None:
+        self._frame_timer = None
+        if not self.closed and self.buffer:
+            self.server._protocol_error(
+                "frame_timeout", self, "frame not complete %.3g s after it started (%d "
+                "bytes of it); connection closed", self.server.config.frame_timeout_s,
+                len(self.buffer))
+            self.abort()
+
+    # -- answers -------------------------------------------------------------------------
+
+    def send(self, tid: int, unit: int, pdu: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(MBAP.pack(tid, 0, len(pdu) + 1, unit) + pdu)
+
+    def later(self, delay: float, tid: int, unit: int, pdu: bytes) -> None:
+        """Serve a request after ``delay`` s (modbus_latency)."""
+        handle: asyncio.TimerHandle
+
+        def due() -> None:
+            self._delayed.discard(handle)
+            if not self.closed:
+                self.server._answer(self, tid, unit, pdu)
+
+        handle = asyncio.get_running_loop().call_later(delay, due)
+        self._delayed.add(handle)
+
+    # -- closing -------------------------------------------------------------------------
+
+    def idle_for(self, now: float) -> float:
+        return now - self.last_request
+
+    def close(self) -> None:
+        """Close after the answers already written are sent."""
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+        self._drop()
+
+    def abort(self) -> None:
+        """Close at once, dropping unsent answers."""
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+        self._drop()
+
+    def _drop(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.buffer.clear()
+        if self._frame_timer is not None:
+            self._frame_timer.cancel()
+            self._frame_timer = None
+        for handle in self._delayed:
+            handle.cancel()
+        self._delayed.clear()
+        self.server._forget(self)
 
 
 class ModbusServer:
@@ -334,31 +559,39 @@ class ModbusServer:
         self.map = modbus_map
         self.config = config or ModbusConfig()
         self.quiet_points = frozenset(quiet_points)
-        self.context = RigContext(modbus_map, self.config.queue_bound)
+        self.image = _Image(modbus_map, self.config.queue_bound)
         self.counters: Counter[str] = Counter()
         self.exceptions: Counter[int] = Counter()
+        self.protocol_errors: Counter[str] = Counter()
         self.requests = 0
+        self._log = _LogBudget(log)
         self._faults: tuple[_Fault, ...] = ()
-        self._server: _TcpServer | None = None
+        self._conns: dict[_Connection, None] = {}  # in order of acceptance
         self._listener: asyncio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._port: int | None = None
+        self._handlers: dict[int, Callable[[int, bytes], bytes]] = {
+            1: self._read, 2: self._read, 3: self._read, 4: self._read,
+            5: self._write_coil, 6: self._write_register, 15: self._write_coils,
+            16: self._write_registers, 22: self._mask_write, 23: self._read_write}
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
         """Listen (on the running loop); raises OSError if the address cannot be bound."""
-        if self._server is not None:
+        if self._listener is not None:
             raise RuntimeError("modbus server already started")
-        server = _TcpServer(self, self.context)
-        if not await server.listen():
-            raise OSError(f"modbus: cannot listen on {self.config.host}:{self.config.port}")
-        self._server = server
-        self._listener = server.transport  # type: ignore[assignment]
-        assert self._listener is not None
+        loop = asyncio.get_running_loop()
+        host, port = self.config.host, self.config.port
+        try:
+            self._listener = await loop.create_server(lambda: _Connection(self), host, port,
+                                                      reuse_address=True)
+        except OSError as exc:
+            raise OSError(f"modbus: cannot listen on {host}:{port} "
+                          f"({exc.strerror or exc})") from exc
         self._port = self._listener.sockets[0].getsockname()[1]
         self._reaper = asyncio.create_task(self._reap_idle(), name="modbus idle reaper")
-        log.info("modbus: listening on %s:%d, %d units", self.config.host, self._port,
+        log.info("modbus: listening on %s:%d, %d units", host, self._port,
                  len(self.map.devices))
 
     async def stop(self) -> None:
@@ -368,14 +601,15 @@ class ModbusServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
             self._reaper = None
-        if self._server is not None:
-            await self._server.shutdown()
-            self._server = None
         if self._listener is not None:
+            self._listener.close()
+            for conn in list(self._conns):
+                conn.abort()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._listener.wait_closed(), 5.0)
             self._listener = None
-        log.info("modbus: stopped")
+            self._log.flush(force=True)
+            log.info("modbus: stopped")
 
     @property
     def port(self) -> int:
@@ -387,21 +621,236 @@ class ModbusServer:
     @property
     def connections(self) -> int:
         """Open client connections."""
-        return len(self._server.active_connections) if self._server is not None else 0
+        return len(self._conns)
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _admit(self, conn: _Connection) -> None:
+        """Take a new connection in, in place of the most idle one at a cap, or close it."""
+        if self.fault_active("modbus_disconnect"):
+            self.counters["fault_connections_refused"] += 1
+            self._log.note("fault_refused", logging.INFO,
+                           "modbus: connection from %s refused (modbus_disconnect fault)",
+                           conn.peer)
+            conn.abort()
+            return
+        cfg = self.config
+        same = [c for c in self._conns if c.host == conn.host]
+        scope, cap, what = ((same, cfg.per_address, f"from {conn.host}")
+                            if len(same) >= cfg.per_address else
+                            (list(self._conns), cfg.max_connections, "in all"))
+        if len(scope) >= cap:
+            victim = self._victim(scope)
+            if victim is None:
+                self.counters["connections_refused"] += 1
+                self._log.note("connection_refused", logging.WARNING,
+                               "modbus: connection from %s refused: at the cap of %d "
+                               "connections %s, none idle", conn.peer, cap, what)
+                conn.abort()
+                return
+            self.counters["connections_evicted"] += 1
+            self._log.note("connection_evicted", logging.WARNING,
+                           "modbus: closed the idle connection from %s to make room for %s "
+                           "(at the cap of %d connections %s)", victim.peer, conn.peer, cap,
+                           what)
+            victim.abort()
+        self._conns[conn] = None
+        self.counters["connections_accepted"] += 1
+
+    def _victim(self, scope: list[_Connection]) -> _Connection | None:
+        """The connection to give way: the oldest without a complete request yet, else
+        the one idle longest if it is idle for at least evict_idle_s, else None."""
+        fresh = [c for c in scope if not c.requested]
+        if fresh:
+            return min(fresh, key=lambda c: c.accepted)
+        now = time.monotonic()
+        idlest = max(scope, key=lambda c: c.idle_for(now))
+        return idlest if idlest.idle_for(now) >= self.config.evict_idle_s else None
+
+    def _forget(self, conn: _Connection) -> None:
+        self._conns.pop(conn, None)
 
     async def _reap_idle(self) -> None:
         idle = self.config.idle_timeout_s
-        period = min(1.0, idle / 4)
+        period = min(0.5, idle / 4)
         while True:
             await asyncio.sleep(period)
-            if self._server is None:
-                return
             now = time.monotonic()
-            for handler in list(self._server.active_connections.values()):
-                if isinstance(handler, _Handler) and now - handler.last_active > idle:
+            for conn in list(self._conns):
+                if conn.idle_for(now) > idle:
                     self.counters["connections_idle_closed"] += 1
-                    log.info("modbus: closing a connection idle for %.0f s", idle)
-                    handler.close()
+                    self._log.note("idle_closed", logging.INFO,
+                                   "modbus: closing the connection from %s, idle for %.0f s",
+                                   conn.peer, idle)
+                    conn.close()
+            self._log.flush()
+
+    def _protocol_error(self, kind: str, conn: _Connection, fmt: str, *args: object) -> None:
+        self.protocol_errors[kind] += 1
+        self._log.note(kind, logging.WARNING, "modbus: %s: " + fmt, conn.peer, *args)
+
+    # -- requests ------------------------------------------------------------------------
+
+    def _handle(self, conn: _Connection, tid: int, unit: int, pdu: bytes) -> None:
+        """One request frame: delayed by a latency fault, else answered now."""
+        self.requests += 1
+        if self._faults:
+            delay = self.fault_delay(unit)
+            if delay > 0:
+                self.counters["fault_delayed"] += 1
+                conn.later(delay, tid, unit, pdu)
+                return
+        self._answer(conn, tid, unit, pdu)
+
+    def _answer(self, conn: _Connection, tid: int, unit: int, pdu: bytes) -> None:
+        code = self.fault_exception(unit) if self._faults else None
+        if code is not None:
+            self.counters["fault_exceptions"] += 1
+            response = bytes((pdu[0] | 0x80, code))
+        else:
+            response = self._respond(conn, unit, pdu)
+        if response[0] & 0x80:
+            self.exceptions[response[1]] += 1
+        conn.send(tid, unit, response)
+
+    def _respond(self, conn: _Connection, unit: int, pdu: bytes) -> bytes:
+        """The response PDU to a request PDU (an exception response when refused)."""
+        fc = pdu[0]
+        try:
+            if unit not in self.map.devices:
+                raise _Refused(GATEWAY_NO_RESPONSE, "unknown_unit", f"unit id {unit} not served")
+            handler = self._handlers.get(fc)
+            if handler is None:
+                raise _Refused(ILLEGAL_FUNCTION, "illegal_function",
+                              f"function code {fc} not served")
+            return handler(unit, pdu)
+        except _Refused as refused:
+            if refused.kind is not None:
+                self.protocol_errors[refused.kind] += 1
+                self._log.note(refused.kind, logging.WARNING,
+                               "modbus: %s: %s, answered exception %02X", conn.peer,
+                               refused.detail or refused.kind.replace("_", " "),
+                               refused.code)
+            elif refused.detail:
+                self._log.note("write_refused", logging.INFO,
+                               "modbus: %s: unit %d function %d refused with exception "
+                               "%02X: %s", conn.peer, unit, fc, refused.code, refused.detail)
+            return bytes((fc | 0x80, refused.code))
+        except Exception as exc:  # a defect here must not take the connection down
+            self.counters["internal_errors"] += 1
+            self._log.note("internal_error", logging.ERROR,
+                           "modbus: unit %d function %d failed (%s: %s); answered "
+                           "exception 04", unit, fc, type(exc).__name__, exc)
+            return bytes((fc | 0x80, DEVICE_FAILURE))
+
+    # FC1-4
+    def _read(self, unit: int, pdu: bytes) -> bytes:
+        if len(pdu) != 5:
+            raise _Refused(ILLEGAL_VALUE, "malformed_pdu", f"function {pdu[0]}: "
+                           f"{len(pdu)}-byte PDU, 5 expected")
+        fc, address, count = _FIXED.unpack(pdu)
+        if not 1 <= count <= READ_LIMITS[fc]:
+            raise _Refused(ILLEGAL_VALUE, "bad_quantity", f"function {fc}: quantity "
+                           f"{count}, 1..{READ_LIMITS[fc]} allowed")
+        data = self.image.read(unit, FUNCTION_TABLES[fc], address, count)
+        return bytes((fc, len(data))) + data
+
+    # FC5
+    def _write_coil(self, unit: int, pdu: bytes) -> bytes:
+        if len(pdu) != 5:
+            raise _Refused(ILLEGAL_VALUE, "malformed_pdu", f"function 5: {len(pdu)}-byte "
+                           "PDU, 5 expected")
+        _, address, value = _FIXED.unpack(pdu)
+        if value not in (0xFF00, 0x0000):
+            raise _Refused(ILLEGAL_VALUE, "bad_coil_value", f"function 5: value "
+                           f"{value:#06x}, 0xFF00 or 0x0000 allowed")
+        self.image.commit(self.image.prepare(unit, Table.COILS, address, [value == 0xFF00]))
+        return pdu
+
+    # FC6
+    def _write_register(self, unit: int, pdu: bytes) -> bytes:
+        if len(pdu) != 5:
+            raise _Refused(ILLEGAL_VALUE, "malformed_pdu", f"function 6: {len(pdu)}-byte "
+                           "PDU, 5 expected")
+        _, address, value = _FIXED.unpack(pdu)
+        self.image.commit(self.image.prepare(unit, Table.HOLDING_REGISTERS, address,
+                                             [value]))
+        return pdu
+
+    @staticmethod
+    def _multiple(pdu: bytes, most: int, per_item: float) -> tuple[int, int, bytes]:
+        """(address, quantity, data) of FC15/16; checks quantity, byte count, length."""
+        fc = pdu[0]
+        if len(pdu) < 6:
+            raise _Refused(ILLEGAL_VALUE, "malformed_pdu", f"function {fc}: {len(pdu)}-byte "
+                           "PDU, at least 6 expected")
+        _, address, count, byte_count = _HEAD.unpack_from(pdu)
+        if not 1 <= count <= most:
+            raise _Refused(ILLEGAL_VALUE, "bad_quantity", f"function {fc}: quantity "
+                           f"{count}, 1..{most} allowed")
+        want = math.ceil(count * per_item)
+        if byte_count != want:
+            raise _Refused(ILLEGAL_VALUE, "bad_byte_count", f"function {fc}: byte count "
+                           f"{byte_count} for quantity {count}, {want} expected")
+        if len(pdu) != 6 + byte_count:
+            raise _Refused(ILLEGAL_VALUE, "malformed_pdu", f"function {fc}: {len(pdu) - 6} "
+                           f"data bytes, byte count says {byte_count}")
+        return address, count, pdu[6:]
+
+    # FC15
+    def _write_coils(self, unit: int, pdu: bytes) -> bytes:
+        address, count, data = self._multiple(pdu, MAX_WRITE_COILS, 1 / 8)
+        bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
+        values = [bool(b) for b in bits[:count]]
+        self.image.commit(self.image.prepare(unit, Table.COILS, address, values))
+        return _FIXED.pack(15, address, count)
+
+    # FC16
+    def _write_registers(self, unit: int, pdu: bytes) -> bytes:
+        address, count, data = self._multiple(pdu, MAX_WRITE_REGISTERS, 2)
+        values = list(struct.unpack(f">{count}H", data))
+        self.image.commit(self.image.prepare(unit, Table.HOLDING_REGISTERS, address, values))
+        return _FIXED.pack(16, address, count)
+
+    # FC22
+    def _mask_write(self, unit: int, pdu: bytes) -> bytes:
+        if len(pdu) != 7:
+            raise _Refused(ILLEGAL_VALUE, "malformed_pdu", f"function 22: {len(pdu)}-byte "
+                           "PDU, 7 expected")
+        _, address, and_mask, or_mask = _MASK.unpack(pdu)
+        table = Table.HOLDING_REGISTERS
+        current = int.from_bytes(self.image.read(unit, table, address, 1), "big")
+        value = (current & and_mask) | (or_mask & ~and_mask & 0xFFFF)
+        self.image.commit(self.image.prepare(unit, table, address, [value]))
+        return pdu
+
+    # FC23
+    def _read_write(self, unit: int, pdu: bytes) -> bytes:
+        if len(pdu) < 10:
+            raise _Refused(ILLEGAL_VALUE, "malformed_pdu", f"function 23: {len(pdu)}-byte "
+                           "PDU, at least 10 expected")
+        _, read_address, read_count, write_address, write_count, byte_count = \
+            _RW.unpack_from(pdu)
+        if not 1 <= read_count <= MAX_RW_READ:
+            raise _Refused(ILLEGAL_VALUE, "bad_quantity", f"function 23: read quantity "
+                           f"{read_count}, 1..{MAX_RW_READ} allowed")
+        if not 1 <= write_count <= MAX_RW_WRITE:
+            raise _Refused(ILLEGAL_VALUE, "bad_quantity", f"function 23: write quantity "
+                           f"{write_count}, 1..{MAX_RW_WRITE} allowed")
+        if byte_count != 2 * write_count:
+            raise _Refused(ILLEGAL_VALUE, "bad_byte_count", f"function 23: byte count "
+                           f"{byte_count} for quantity {write_count}, {2 * write_count} "
+                           "expected")
+        if len(pdu) != 10 + byte_count:
+            raise _Refused(ILLEGAL_VALUE, "malformed_pdu", f"function 23: {len(pdu) - 10} "
+                           f"data bytes, byte count says {byte_count}")
+        table = Table.HOLDING_REGISTERS
+        self.image.span(unit, table, read_address, read_count)  # both parts first
+        writes = self.image.prepare(unit, table, write_address,
+                                    list(struct.unpack(f">{write_count}H", pdu[10:])))
+        self.image.commit(writes)
+        data = self.image.read(unit, table, read_address, read_count)
+        return bytes((23, len(data))) + data
 
     # -- protocol faults -------------------------------------------------------------------
 
@@ -420,10 +869,10 @@ class ModbusServer:
         self._faults = (*self._faults, fault)
         self._faults_changed()
         log.warning("modbus: fault %s injected", fault)
-        if kind == "modbus_disconnect" and self._server is not None:
-            for handler in list(self._server.active_connections.values()):
+        if kind == "modbus_disconnect":
+            for conn in list(self._conns):
                 self.counters["fault_connections_closed"] += 1
-                handler.close()
+                conn.abort()
 
         def clear() -> None:
             if fault in self._faults:
@@ -467,17 +916,17 @@ class ModbusServer:
         for fault in self._faults:
             if fault.kind == "modbus_frozen":
                 frozen |= fault.units if fault.units is not None else set(self.map.devices)
-        self.context.frozen = frozenset(frozen)
+        self.image.frozen = frozenset(frozen)
 
     # -- the runner's calls ----------------------------------------------------------------
 
     def refresh(self, values: np.ndarray, sim_time: float) -> None:
         """New snapshot of every point (table order, measured values) at ``sim_time`` (s)."""
-        self.context.refresh(values, sim_time)
+        self.image.refresh(values, sim_time)
 
     def apply_pending(self, twin: Twin) -> list[AppliedWrite]:
         """Apply the writes queued since the last call, in arrival order."""
-        pending = self.context.pending
+        pending = self.image.pending
         applied: list[AppliedWrite] = []
         while pending:
             write = pending.popleft()
@@ -502,26 +951,32 @@ class ModbusServer:
         return applied
 
     def stats(self) -> dict[str, Any]:
-        """Counters for the status view: requests, exceptions by code, connections, writes,
-        and fault effects: ``fault_exceptions`` (answers replaced by an injected exception),
-        ``fault_delayed`` (requests held), ``fault_connections_closed`` /
-        ``fault_connections_refused`` (by modbus_disconnect), ``fault_frozen_reads`` (reads
-        served from a frozen snapshot); ``faults`` lists the active ones (kind@target)."""
-        return {"requests": self.requests, "exceptions": dict(self.exceptions),
-                "connections": self.connections, "pending_writes": len(self.context.pending),
-                "queue_full": self.context.refused_full,
-                "unknown_unit": self.context.unknown_units,
-                "fault_exceptions": 0, "fault_delayed": 0, "fault_connections_closed": 0,
-                "fault_connections_refused": 0, **self.counters,
-                "fault_frozen_reads": self.context.frozen_reads,
-                "faults": [str(f) for f in self._faults]}
+        """Counters for the status view and summary.json.
 
-    def _trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
-        if not sending:
-            self.requests += 1
-        elif isinstance(pdu, ExceptionResponse):
-            self.exceptions[pdu.exception_code] += 1
-        return pdu
+        ``requests`` (frames served), ``exceptions`` (exception responses by code),
+        ``protocol_errors`` (every kind of `PROTOCOL_ERRORS`, 0 included), ``connections``
+        (open now), ``connections_accepted`` / ``_refused`` (at a cap, all busy) /
+        ``_evicted`` (made room for a new client) / ``_idle_closed``, ``pending_writes``,
+        ``queue_full``, ``unknown_unit``, ``writes_applied`` / ``_refused``,
+        ``internal_errors``, and fault effects: ``fault_exceptions`` (answers replaced by
+        an injected exception), ``fault_delayed`` (requests held),
+        ``fault_connections_closed`` / ``fault_connections_refused`` (by
+        modbus_disconnect), ``fault_frozen_reads`` (reads served from a frozen snapshot);
+        ``faults`` lists the active ones (kind@target)."""
+        counters = {name: 0 for name in (
+            "connections_accepted", "connections_refused", "connections_evicted",
+            "connections_idle_closed", "writes_applied", "writes_refused", "internal_errors",
+            "fault_exceptions", "fault_delayed", "fault_connections_closed",
+            "fault_connections_refused")}
+        counters.update(self.counters)
+        return {"requests": self.requests, "exceptions": dict(self.exceptions),
+                "protocol_errors": {k: self.protocol_errors[k] for k in PROTOCOL_ERRORS},
+                "connections": self.connections, "pending_writes": len(self.image.pending),
+                "queue_full": self.image.refused_full,
+                "unknown_unit": self.protocol_errors["unknown_unit"],
+                **counters,
+                "fault_frozen_reads": self.image.frozen_reads,
+                "faults": [str(f) for f in self._faults]}
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -548,7 +1003,7 @@ def _fault_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     if extra:
         raise ValueError(f"{kind}: unexpected parameter(s) {', '.join(extra)}")
     if kind == "modbus_exception":
-        code = params.get("code", ExcCodes.DEVICE_BUSY)
+        code = params.get("code", DEVICE_BUSY)
         if isinstance(code, bool) or not isinstance(code, int) or not 1 <= code <= 255:
             raise ValueError(f"{kind}: code must be an integer 1..255, not {code!r}")
         return {"code": int(code)}
