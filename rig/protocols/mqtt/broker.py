@@ -55,7 +55,7 @@ def _own_filters_broker() -> type:
     """
     from amqtt.broker import Broker  # imported here: amqtt is heavy and optional at runtime
 
-    class OwnFiltersBroker(Broker):  # type: ignore[misc]
+    class OwnFiltersBroker(Broker):  # amqtt has no types: Broker is Any to mypy
         async def _publish_retained_messages_for_subscription(
                 self, subscription: tuple[str, int], session: Any) -> None:
             holders = self._subscriptions.get(subscription[0], ())
