@@ -214,8 +214,16 @@ class Tour:
                  "--broker-port", str(self.mqtt_port), "--quiet"], cwd=self.cwd, text=True,
                 stdout=log, stderr=subprocess.STDOUT)
         wait_for_port(self.modbus_port, self.rig)
-        wait_for_port(self.mqtt_port, self.rig)
-        time.sleep(1.0)  # the MQTT adapter connects after the broker listens
+        # ready for MQTT when its retained status says so (a bare TCP probe upsets amqtt)
+        deadline = time.monotonic() + 60.0
+        while True:
+            status = run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(self.mqtt_port), "-t",
+                          "heatrig/reference-1mw/status", "-C", "1", "-W", "10"], self.cwd)
+            if status.stdout.strip() == "online":
+                break
+            assert time.monotonic() < deadline and self.rig.poll() is None, (
+                status.stdout, status.stderr, self.log())
+            time.sleep(0.3)
 
     def log(self) -> str:
         """The live rig's output so far."""
