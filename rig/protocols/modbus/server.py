@@ -96,7 +96,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rig.protocols.modbus.registers import FUNCTION_TABLES, ModbusMap, Table
-from twin.errors import PointError, WriteRefused
+from twin.errors import ConfigError, PointError, WriteRefused
 from twin.faults import FaultTargetError
 
 if TYPE_CHECKING:
@@ -150,25 +150,25 @@ _MASK = struct.Struct(">BHHH")
 
 
 def parse_endpoint(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT``, ``HOST``, ``:PORT``) of ``--modbus``; ValueError."""
+    """``HOST:PORT`` (``[v6]:PORT``, ``HOST``, ``:PORT``) of ``--modbus``; ConfigError."""
     text = text.strip()
     host, port_text = text, ""
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            raise ValueError(f"modbus address {text!r}: missing ']'")
+            raise ConfigError(f"modbus address {text!r}: missing ']'")
         host, rest = text[1:end], text[end + 1:]
         if rest and not rest.startswith(":"):
-            raise ValueError(f"modbus address {text!r}: expected [HOST]:PORT")
+            raise ConfigError(f"modbus address {text!r}: expected [HOST]:PORT")
         port_text = rest[1:]
     elif text.count(":") == 1:
         host, port_text = text.split(":")
     try:
         port = int(port_text) if port_text else default_port
     except ValueError:
-        raise ValueError(f"modbus address {text!r}: port must be a number") from None
+        raise ConfigError(f"modbus address {text!r}: port must be a number") from None
     if not 0 <= port <= 65535:
-        raise ValueError(f"modbus address {text!r}: port must be 0..65535")
+        raise ConfigError(f"modbus address {text!r}: port must be 0..65535")
     return host or DEFAULT_HOST, port
 
 
