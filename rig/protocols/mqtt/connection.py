@@ -2,8 +2,9 @@
 
 One paho-mqtt 2.x client (``CallbackAPIVersion.VERSION2``, MQTT 3.1.1) with its own network
 thread (``loop_start``): retained ``online`` status and ``offline`` last will, reconnect
-with exponential backoff, the commands topic re-subscribed on every connect, TLS, and
-credentials read from the environment (never logged). Every callback is guarded: no
+with exponential backoff capped at ``reconnect_max_s`` (1 s), the commands topic
+re-subscribed on every connect, TLS, and credentials read from the environment (never
+logged). Every callback is guarded: no
 exception reaches paho's network loop.
 
 While the broker is unreachable, outbound messages wait in a bounded buffer (the oldest
