@@ -36,7 +36,7 @@ decodes one frame per received segment, so pipelined requests are lost; a frame 
 bad protocol id is neither consumed nor skipped (the stream stalls until 264 bytes have
 piled up and are thrown away, valid frames with them), and is logged, with hex dumps
 at debug level, each time more bytes arrive; its decoders take any FC5 value but 0 as
-ON, answer FC15 quantity 0 with 01, and FC23 writes before it checks the read part. None
+ON, answer FC15 quantity 0 with 01, and FC23 writes before it checks the read address. None
 of these is reachable through its public hooks. The map and the datastore rules are
 unchanged; the pymodbus *client* still talks to this server in the tests.
 
@@ -450,16 +450,16 @@ class _Connection(asyncio.Protocol):
             unit = buf[pos + 6]
             pdu = bytes(buf[pos + 7:end])
             pos = end
+            served += 1
             if protocol:
                 server._protocol_error("bad_protocol_id", self, "protocol id %d is not "
                                        "Modbus; frame dropped", protocol)
-                continue
-            self.last_request = time.monotonic()
-            self.requested = True
-            server._handle(self, tid, unit, pdu)
-            if self.closed:
-                return
-            served += 1
+            else:
+                self.last_request = time.monotonic()
+                self.requested = True
+                server._handle(self, tid, unit, pdu)
+                if self.closed:
+                    return
             if served >= BATCH_FRAMES:
                 break
         if pos:
