@@ -99,7 +99,8 @@ async def run(clients: int, duration_s: float, count: int, speed: float) -> Outc
              if t is Table.INPUT_REGISTERS and size >= count]
     if not units:
         raise SystemExit(f"no unit has {count} input registers")
-    server = ModbusServer(modbus_map, ModbusConfig(port=0, max_connections=clients + 4))
+    server = ModbusServer(modbus_map, ModbusConfig(port=0, max_connections=clients + 4,
+                                                   max_per_address=clients + 4))
     await server.start()
     server.refresh(twin.measured_values(), twin.now)
 
