@@ -127,7 +127,8 @@ class _Parser(argparse.ArgumentParser):
         """Print ``heatrig: error: MESSAGE`` and exit 2 (no usage block)."""
         hint = ""
         extra = message.split(":", 1)[1].split() if ":" in message else []
-        if message.startswith("unrecognized arguments:") and not extra[0].startswith("-"):
+        if message.startswith("unrecognized arguments:") and extra and not extra[0].startswith(
+                "-"):
             hint = "; quote a value that has spaces, e.g. --duration '90 min'"
         command = self.prog.removeprefix("heatrig").strip()
         where = f"heatrig {command} --help" if command else "heatrig --help"
