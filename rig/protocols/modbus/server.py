@@ -340,13 +340,15 @@ class _Image:
         off, size = self.blocks.get((unit, table), (0, 0))
         if address + count > size:
             raise _Refused(ILLEGAL_ADDRESS)
-        if unit in self.frozen:
-            self.frozen_reads += 1
         return off + address
 
-    def read(self, unit: int, table: Table, address: int, count: int) -> bytes:
-        """Registers (big-endian bytes) or bits (packed, LSB first) of a read request."""
+    def read(self, unit: int, table: Table, address: int, count: int,
+             served: bool = True) -> bytes:
+        """Registers (big-endian bytes) or bits (packed, LSB first) of a read request
+        (``served`` False: an internal look, not counted as a read of a frozen unit)."""
         start = self.span(unit, table, address, count)
+        if served and unit in self.frozen:
+            self.frozen_reads += 1
         if table.bits:
             return np.packbits(self.bits[start:start + count], bitorder="little").tobytes()
         return bytes(self.regs[2 * start:2 * (start + count)])
@@ -819,7 +821,7 @@ class ModbusServer:
                            "PDU, 7 expected")
         _, address, and_mask, or_mask = _MASK.unpack(pdu)
         table = Table.HOLDING_REGISTERS
-        current = int.from_bytes(self.image.read(unit, table, address, 1), "big")
+        current = int.from_bytes(self.image.read(unit, table, address, 1, served=False), "big")
         value = (current & and_mask) | (or_mask & ~and_mask & 0xFFFF)
         self.image.commit(self.image.prepare(unit, table, address, [value]))
         return pdu
