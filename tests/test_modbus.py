@@ -3,6 +3,10 @@
 A real pymodbus client talks to the real server on one asyncio loop (the server runs on
 the loop that drives the twin, as in the live runner). Values read over the wire are
 decoded here with `struct`, independently of `rig.protocols.modbus.registers`.
+Connection handling (caps, eviction, frame deadline, backpressure) is tested with raw
+sockets from several loopback source addresses (127.0.0.x), and the log under a flood of
+malformed frames with `bench.fuzz_modbus`. Frame-level conformance is in
+``test_modbus_conformance.py``.
 """
 
 from __future__ import annotations
