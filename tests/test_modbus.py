@@ -590,10 +590,11 @@ def test_a_client_that_does_not_read_is_not_read_from() -> None:
             assert await served_within(port) < 0.5  # the loop serves others meanwhile
             await asyncio.sleep(0.3)
             assert rig.server.requests - held <= 1  # still held (but for that one read)
-            for k in range(n):
-                head = await asyncio.wait_for(reader.readexactly(9), 10)
-                assert struct.unpack(">H", head[:2])[0] == k % 65536 and head[7] == 4
-                await reader.readexactly(200)
+            size = 7 + 2 + 200  # MBAP, function code, byte count, 100 registers
+            data = await asyncio.wait_for(reader.readexactly(n * size), 30)
+            tids = [struct.unpack_from(">H", data, k * size)[0] for k in range(n)]
+            assert tids == [k % 65536 for k in range(n)]
+            assert {data[k * size + 7] for k in range(n)} == {4}
             assert rig.server.requests == n + 1
             assert rig.server.stats()["exceptions"] == {}
             writer.close()
