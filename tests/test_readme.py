@@ -193,6 +193,8 @@ class Tour:
     published: list[dict[str, Any]] = field(default_factory=list)
     mbpoll_writes: dict[str, str] = field(default_factory=dict)
     done: list[str] = field(default_factory=list)
+    run_dirs: list[str] = field(default_factory=list)  # the runs the tour recorded
+    expectations: dict[str, list[str]] = field(default_factory=dict)  # run dir -> names
 
     def point(self, point_id: str) -> dict[str, Any]:
         if not self.point_rows:
@@ -267,12 +269,14 @@ def heatrig_command(tour: Tour, cmd: Command) -> None:
         assert out is not None, "the tour's sim names its run folder"
         assert f"summary: {out / 'summary.json'}" in result.stdout
         assert (cwd / out / "summary.json").is_file() and "PUE" in result.stdout  # its KPIs
+        tour.run_dirs.append(str(out))
     elif sub == "run":
         modbus, mqtt = free_ports(2)
         argv += ["--modbus", f"127.0.0.1:{modbus}", "--broker-port", str(mqtt)]
         result = run(argv, cwd, timeout=300)
         assert result.returncode == 0, result.stdout + result.stderr  # every verdict passes
-        scenario = load_scenario(cwd / cmd.argv[2]).scenario
+        target = cmd.argv[2]
+        scenario = load_scenario(cwd / target if (cwd / target).exists() else target).scenario
         verdicts = [line for line in result.stdout.splitlines()
                     if re.match(r"^(PASS|FAIL)\s", line)]
         assert [v.split(None, 1)[1].split(":")[0] for v in verdicts] == [
@@ -282,6 +286,8 @@ def heatrig_command(tour: Tour, cmd: Command) -> None:
         assert f"report: runs/{scenario.name}/report.html" in result.stdout
         for name in ("report.html", "junit.xml", "verdicts.json"):
             assert (run_dir / name).is_file(), name
+        tour.run_dirs.append(f"runs/{scenario.name}")
+        tour.expectations[f"runs/{scenario.name}"] = [e.name for e in scenario.expect]
     elif sub == "points":
         result = run(argv, cwd)
         assert result.returncode == 0, result.stderr
@@ -293,14 +299,16 @@ def heatrig_command(tour: Tour, cmd: Command) -> None:
     elif sub == "runs":
         result = run(argv, cwd)
         assert result.returncode == 0, result.stderr
-        assert "run_dir=runs/cdu-leak " in result.stdout and "run_dir=runs/day " in result.stdout
+        assert tour.run_dirs
+        for recorded in tour.run_dirs:
+            assert f"run_dir={recorded} " in result.stdout, result.stdout
     elif sub == "show":
         result = run(argv, cwd)
         assert result.returncode == 0, result.stderr
-        scenario = load_scenario(cwd / "scenarios" / "cdu-leak.yaml").scenario
-        assert "KPIs" in result.stdout
-        for expectation in scenario.expect:  # its verdicts
-            assert expectation.name in result.stdout
+        shown = argv[2].rstrip("/")
+        assert f"({shown})" in result.stdout.splitlines()[0] and "KPIs" in result.stdout
+        for name in tour.expectations.get(shown, []):  # and its verdicts
+            assert name in result.stdout
     elif sub == "replay":
         result = run(argv, cwd, timeout=300)
         assert result.returncode == 0, result.stdout + result.stderr
