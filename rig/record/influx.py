@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from rig.record.credentials import redact_url, refuse_url_credentials
 from rig.record.lineprotocol import SampleEncoder, event_line, kpi_line, verdict_line
 from rig.record.store import RunStore
 from twin.errors import ConfigError, ServiceError
@@ -87,14 +88,9 @@ class InfluxTarget:
         Credentials in the URL are refused (they would end up in shell history and logs).
         """
         env = os.environ if env is None else env
+        check_url(url)
         parts = urllib.parse.urlsplit(url)
         scheme = parts.scheme.lower()
-        if scheme not in _SCHEMES or not parts.hostname:
-            raise ConfigError(f"InfluxDB URL {_redact(url)!r}: expected http(s)://HOST:PORT, "
-                              "influx1://HOST:PORT/DATABASE or influx2://HOST:PORT/ORG/BUCKET")
-        if parts.username or parts.password:
-            raise ConfigError(f"InfluxDB URL {_redact(url)!r}: credentials in the URL are not "
-                              f"accepted; set {ENV_USERNAME}/{ENV_PASSWORD} or {ENV_TOKEN}")
         http_scheme, implied_api = _SCHEMES[scheme]
         query = dict(urllib.parse.parse_qsl(parts.query))
         segments = [s for s in parts.path.split("/") if s]
@@ -115,7 +111,7 @@ class InfluxTarget:
         try:
             port = f":{parts.port}" if parts.port else ""
         except ValueError as exc:
-            raise ConfigError(f"InfluxDB URL {_redact(url)!r}: {exc}") from None
+            raise ConfigError(f"InfluxDB URL {redact_url(url)!r}: {exc}") from None
         return cls(
             url=f"{http_scheme}://{parts.hostname}{port}{prefix}",
             api=chosen_api,
@@ -137,12 +133,22 @@ class InfluxTarget:
         return hashlib.sha256(ident.encode()).hexdigest()[:12]
 
 
-def _redact(url: str) -> str:
-    """``url`` with any userinfo replaced by ``***``."""
-    parts = urllib.parse.urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.split("@")[-1]))
+def check_url(url: str) -> str:
+    """``url`` if it is a usable InfluxDB URL without credentials, else ConfigError.
+
+    The error never repeats a credential: the URL is shown through `redact_url`.
+    """
+    refuse_url_credentials(url, "InfluxDB URL", f"set {ENV_USERNAME} and {ENV_PASSWORD}, "
+                                                f"or {ENV_TOKEN}, in the environment")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        hostname = parts.hostname
+    except ValueError as exc:
+        raise ConfigError(f"InfluxDB URL {redact_url(url)!r}: {exc}") from None
+    if parts.scheme.lower() not in _SCHEMES or not hostname:
+        raise ConfigError(f"InfluxDB URL {redact_url(url)!r}: expected http(s)://HOST:PORT, "
+                          "influx1://HOST:PORT/DATABASE or influx2://HOST:PORT/ORG/BUCKET")
+    return url
 
 
 def checkpoint_path_for(run_dir: str | Path, target: InfluxTarget) -> Path:

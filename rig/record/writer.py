@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from rig.record.credentials import redact_url
 from rig.record.schema import (
     CODEC,
     FORMAT,
@@ -62,7 +63,8 @@ def package_versions() -> dict[str, str | None]:
 
 
 def scrub(value: Any, path: str = "") -> Any:
-    """A copy of a manifest value with anything named like a secret replaced by ``***``."""
+    """A copy of a manifest value with anything named like a secret replaced by ``***``,
+    and every URL in a string shown by `redact_url` (no userinfo, no secret parameters)."""
     if isinstance(value, Mapping):
         out = {}
         for k, v in value.items():
@@ -75,6 +77,9 @@ def scrub(value: Any, path: str = "") -> Any:
         return out
     if isinstance(value, list | tuple):
         return [scrub(v, path) for v in value]
+    if isinstance(value, str) and "://" in value:
+        return " ".join(redact_url(word) if "://" in word else word
+                        for word in value.split(" "))
     return value
 
 

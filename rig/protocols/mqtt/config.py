@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from rig.record.credentials import redact_url, refuse_url_credentials
 from twin.defaults import DEFAULT_MQTT_PREFIX
 from twin.errors import ConfigError
 
@@ -76,19 +77,19 @@ def parse_url(url: str) -> BrokerAddress:
 
     Credentials in the URL are refused: they belong in the environment.
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ConfigError(f"mqtt url {url!r}: scheme must be mqtt:// or mqtts://")
-    if parts.username is not None or parts.password is not None:
-        raise ConfigError(f"mqtt url: no credentials in the url, use ${USERNAME_ENV} and "
-                          f"${PASSWORD_ENV}")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ConfigError(f"mqtt url {url!r}: only scheme, host and port are allowed")
+    refuse_url_credentials(url, "mqtt url", f"set {USERNAME_ENV} and {PASSWORD_ENV} in the "
+                                            "environment")
+    shown = redact_url(url)
     try:
+        parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise ConfigError(f"mqtt url {url!r}: {exc}") from None
+        raise ConfigError(f"mqtt url {shown!r}: {exc}") from None
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ConfigError(f"mqtt url {shown!r}: scheme must be mqtt:// or mqtts://")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(f"mqtt url {shown!r}: only scheme, host and port are allowed")
     if not parts.hostname:
-        raise ConfigError(f"mqtt url {url!r}: no host")
+        raise ConfigError(f"mqtt url {shown!r}: no host")
     tls = parts.scheme == "mqtts"
     return BrokerAddress(parts.hostname, port or (8883 if tls else 1883), tls)
