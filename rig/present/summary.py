@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rig.assess.expect import Verdict
+from rig.record.credentials import redact_url
 from twin.kpis import REGISTRY, Kpis
 from twin.plant import Twin
 
@@ -92,7 +93,8 @@ class Export:
 
     def as_dict(self) -> dict[str, Any]:
         """``export`` of ``summary.json``."""
-        out: dict[str, Any] = {"influx": self.influx, "error": self.error}
+        influx = redact_url(self.influx) if self.influx else self.influx
+        out: dict[str, Any] = {"influx": influx, "error": self.error}
         if self.stats is not None:
             out["stats"] = self.stats
         return out
