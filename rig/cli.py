@@ -138,15 +138,20 @@ class _Parser(argparse.ArgumentParser):
 def cmd_sim(args: argparse.Namespace) -> int:
     """Simulate a site offline as fast as possible and print its KPIs."""
     from rig.config.sites import load_site
-    from rig.present.summary import kpi_table
+    from rig.present.summary import economics_table, kpi_table
     from rig.runtime.offline import run_offline
 
     site = load_site(args.site)
+    if args.step is not None:
+        if args.step > 3600:
+            raise SystemExit(f"{PREFIX}--step must be at most 1h, got {args.step:g} s")
+        site = site.model_copy(update={"time_step": args.step})
     out = Path(args.out or f"runs/{site.name}-offline")
     summary = run_offline(site, duration_s=args.duration, out_dir=out, seed=args.seed,
-                          record_period_s=args.record_period, progress=not args.quiet,
-                          source=str(args.site))
+                          record_period_s=max(args.record_period, site.time_step),
+                          progress=not args.quiet, source=str(args.site))
     print(kpi_table(summary))
+    print(economics_table(summary))
     print(f"summary: {out / 'summary.json'}")
     return 0
 
@@ -332,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--record-period", type=_duration, default=defaults.OFFLINE_RECORD_PERIOD_S,
                      help="recording period, e.g. 10s (default "
                      f"{defaults.OFFLINE_RECORD_PERIOD_S:g} s)")
+    sim.add_argument("--step", type=_duration, help="physics step, e.g. 1h for a year-long "
+                     "study (default: the site's time_step; recording no faster than it)")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.set_defaults(func=cmd_sim)
 

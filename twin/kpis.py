@@ -56,6 +56,8 @@ class Meters:
     air_outside_s: float = 0.0
     water_outside_s: float = 0.0
     hp_running_s: list[float] = field(default_factory=list)
+    compressors_by_hour: list[float] = field(default_factory=lambda: [0.0] * 24)  # J, by
+    # hour of day 0-23 (prices an hourly electricity tariff, `twin.economics`)
 
     @property
     def facility(self) -> float:
@@ -76,7 +78,7 @@ class Meters:
     def as_dict(self) -> dict[str, float]:
         """All meters, energies in J."""
         return {f.name: getattr(self, f.name) for f in fields(self)
-                if f.name != "hp_running_s"}
+                if f.name not in ("hp_running_s", "compressors_by_hour")}
 
 
 @dataclass(frozen=True, slots=True)

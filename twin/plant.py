@@ -27,6 +27,7 @@ from twin.heatpump import HeatPumpUnit
 from twin.kpis import (
     ASHRAE_RECOMMENDED_AIR,
     WATER_CLASS_LIMIT,
+from twin.economics import BusinessCase, business_case
     Factors,
     Kpis,
     Meters,
@@ -107,6 +108,7 @@ class Twin:
         self.sensors.sample(0.0, 0)
         self._energy_start = self.stored_energy()
         self.env.process(self._physics())
+        self.peak_heating = 0.0  # W, highest heat-pump heating power of a step so far
         self.env.process(self._periodic(PROFILE_PERIOD_S, self._profiles))
         self.env.process(self._periodic(STAGING_PERIOD_S, self._staging))
         self.env.process(self._periodic(hp.cycle_period, self._cycles))
@@ -206,6 +208,10 @@ class Twin:
         return total
 
     def energy_balance(self) -> dict[str, float]:
+    def business_case(self) -> BusinessCase:
+        """The economics of the run so far (`twin.economics`)."""
+        return business_case(self.meters, self.site, peak_heating_w=self.peak_heating)
+
         """Inputs, outputs and storage change (J) and the residual over IT energy (-)."""
         m = self.meters
         stored = self.stored_energy() - self._energy_start
@@ -413,6 +419,11 @@ class Twin:
             hp.events.clear()
         self.after_heat_pumps = out if flow > 0 else t_in
 
+        compressors = heating = 0.0
     def clock_time(self) -> datetime:
         """Calendar time of the present simulated instant."""
         return self.calendar.start + timedelta(seconds=self.now)
+            compressors += hp.power
+            heating += hp.q_cond
+        m.compressors_by_hour[int(self.calendar.hour(t)) % 24] += compressors * dt
+        self.peak_heating = max(self.peak_heating, heating)

@@ -3,7 +3,8 @@
 ``summary.json`` is `RunSummary.as_dict`: ``site``, ``seed``, ``start`` (ISO 8601),
 ``duration_s``, ``mode``, ``kpis`` (name -> value in the unit of `twin.kpis.REGISTRY`),
 ``energy_balance`` (J, residual fraction of IT energy), ``performance``, ``trips``,
-``events``, ``run_dir``, ``record_hash``; a live run adds ``policy``, ``error``,
+``events``, ``run_dir``, ``record_hash``, ``economics`` (`twin.economics.BusinessCase.as_dict`:
+``currency``, ``figures``, ``units``, ``sensitivity``); a live run adds ``policy``, ``error``,
 ``modbus``, ``mqtt``, ``faults`` and ``export``, a scenario ``scenario``, ``verdicts``,
 ``passed`` and ``reports``, a replay ``replay_of``, ``original_hash`` and ``identical``.
 """
@@ -19,6 +20,8 @@ from typing import Any
 
 from rig.assess.expect import Verdict
 from rig.record.credentials import redact_url
+from twin.economics import REGISTRY as ECONOMICS
+from twin.economics import BusinessCase
 from twin.kpis import REGISTRY, Kpis
 from twin.plant import Twin
 
@@ -188,6 +191,7 @@ class RunSummary:
     events: int
     run_dir: str
     record_hash: str | None = None
+    economics: BusinessCase | None = None
     live: LiveOutcome | None = None
     scenario: ScenarioOutcome | None = None
     replay: ReplayCheck | None = None
@@ -202,6 +206,8 @@ class RunSummary:
             "events": self.events, "run_dir": self.run_dir}
         if self.record_hash is not None:
             out["record_hash"] = self.record_hash
+        if self.economics is not None:
+            out["economics"] = self.economics.as_dict()
         for part in (self.live, self.scenario, self.replay):
             if part is not None:
                 out.update(part.as_dict())
@@ -224,7 +230,8 @@ def build_summary(twin: Twin, *, wall_s: float, mode: str, run_dir: str | Path,
         site=twin.site.name, seed=twin.seed, start=twin.calendar.start, duration_s=sim_s,
         mode=mode, kpis=twin.kpis(), energy_balance=EnergyBalance(**twin.energy_balance()),
         performance=performance, trips={hp.name: hp.trip_count for hp in twin.heat_pumps},
-        events=len(twin.events), run_dir=str(run_dir))
+        events=len(twin.events), run_dir=str(run_dir),
+        economics=twin.business_case() if twin.meters.time > 0 else None)
 
 
 def write_summary(run_dir: Path, summary: RunSummary) -> Path:
@@ -259,3 +266,26 @@ def kpi_table(summary: RunSummary) -> str:
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
     return "\n".join(f"{label:<{width}}  {value:>{vwidth}} {unit}" for label, value, unit in rows)
+
+
+def _figure(value: float, unit: str) -> str:
+    if value != value or value in (float("inf"), float("-inf")):
+        return "never" if unit == "a" else "-"
+    if unit == "1" and abs(value) < 1:
+        return f"{value:.3f}"
+    return _number(value)
+
+
+def economics_table(summary: RunSummary) -> str:
+    """The business case of a summary (`twin.economics.REGISTRY`, annualised from the run)
+    as an aligned text table; empty when the summary has none."""
+    case = summary.economics
+    if case is None:
+        return ""
+    rows = [(spec.label, _figure(case.values[name], spec.unit), unit_shown(case.unit(name)))
+            for name, spec in ECONOMICS.items() if name in case.values]
+    width = max(len(r[0]) for r in rows)
+    vwidth = max(len(r[1]) for r in rows)
+    head = f"economics (annualised from {summary.duration_s / 86400:g} d, {case.currency})"
+    return "\n".join([head] + [f"{label:<{width}}  {value:>{vwidth}} {unit}"
+                               for label, value, unit in rows])
