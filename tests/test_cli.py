@@ -284,3 +284,10 @@ def test_a_bug_still_shows_its_traceback(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "ZeroDivisionError: a bug" in result.stderr
     assert PREFIX not in result.stderr
+
+
+def test_verbose_adds_the_traceback_of_a_mistake_for_a_report(tmp_path: Path) -> None:
+    result = heatrig("-v", "sim", "no-such-site", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr and "ConfigError" in result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"{PREFIX}no-such-site: no such site")
