@@ -543,7 +543,7 @@ def test_trickling_clients_do_not_lock_out_a_fresh_client(spread: bool) -> None:
 def test_a_partial_frame_must_finish_in_time() -> None:
     async def main() -> None:
         tw = make_twin()
-        async with Rig(tw, ModbusMap.for_twin(tw), ModbusConfig(port=0, frame_timeout_s=0.5)) \
+        async with Rig(tw, ModbusMap.for_twin(tw), ModbusConfig(port=0, frame_timeout_s=1.0)) \
                 as rig:
             port = rig.server.port
             slow = await connect_from(port)  # a whole frame in 0.3 s: served
@@ -555,7 +555,7 @@ def test_a_partial_frame_must_finish_in_time() -> None:
             stuck[1].write(read_frame(2, 3)[:5])  # half a header, then nothing
             began = time.monotonic()
             assert await asyncio.wait_for(stuck[0].read(1), 3) == b""
-            assert 0.45 < time.monotonic() - began < 1.5
+            assert 0.95 < time.monotonic() - began < 2.0
             assert rig.server.stats()["protocol_errors"]["frame_timeout"] == 1
             assert await answers(*slow)
             slow[1].close()
