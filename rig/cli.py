@@ -370,9 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stepped: time advances only when a controller writes rig.step")
     run.add_argument("--no-sut", action="store_true",
                      help="do not start the scenario's reference systems")
-    run.add_argument("--controller", choices=("reference", "no-isolate", "none"),
+    from rig.sut import CONTROLLER_VARIANTS, LEAK_DETECTOR_VARIANTS
+
+    run.add_argument("--controller", choices=(*CONTROLLER_VARIANTS, "none"),
                      help="reference plant controller to start (overrides the scenario)")
-    run.add_argument("--leak-detector", choices=("reference", "high-threshold", "none"),
+    run.add_argument("--leak-detector", choices=(*LEAK_DETECTOR_VARIANTS, "none"),
                      help="reference leak detector to start (overrides the scenario)")
     run.add_argument("--quiet", action="store_true", help="no status line")
     run.set_defaults(func=cmd_run)

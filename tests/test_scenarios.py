@@ -38,7 +38,7 @@ def test_the_library_has_the_scenarios_the_rig_promises() -> None:
     assert len(names) >= 10
     assert {"baseline-day", "cdu-leak", "slow-leak", "compressor-trip", "facility-pump-trip",
             "summer-demand-loss", "heat-wave", "stuck-sensor", "controller-comm-loss",
-            "broker-loss", "it-load-step"} <= names
+            "broker-loss", "it-load-step", "hp-trip-again"} <= names
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
@@ -66,6 +66,13 @@ BROKEN = [
      {"controller isolates cdu2", "cdu2 reservoir never runs low"}),
     ("slow-leak", ["--leak-detector", "high-threshold"],
      {"leak detector finds the slow leak"}),
+    ("cdu-leak", ["--leak-detector", "alarm-flood"], {"no alarm flood"}),
+    ("hp-trip-again", ["--controller", "reset-loop"],
+     {"no reset of hp1 before the anti-short-cycle time", "standby before the reset"}),
+    ("facility-pump-trip", ["--controller", "no-standby"],
+     {"controller starts standby pump2", "pump2 running within 2 min",
+      "facility flow above 6 kg/s from 2 min after the trip",
+      "rack coolant supply stays within 45 degC", "no rack throttles"}),
 ]
 
 

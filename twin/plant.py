@@ -78,6 +78,9 @@ class Twin:
         self.cdus = [CDUnit(f"cdu{i + 1}", site.cdus, site.racks.per_cdu,
                             site.cdus.supply_setpoint) for i in range(site.cdus.count)]
         self.hydraulics = Hydraulics(site.facility, site.cdus.valve_kv, site.cdus.count)
+        self.sut_owns = frozenset(site.sut_owns)  # sequences the twin leaves to the SUT
+        if "standby_pump" in self.sut_owns and len(self.hydraulics.pumps) > 1:
+            self.hydraulics.pumps[-1].enable.auto = 0.0  # duty + standby; only the SUT starts it
         fac = site.facility
         self.supply_main = Main(fac.pipe_mass, fac.pipe_ua, fac.pipe_segments, fws)
         self.return_main = Main(fac.pipe_mass, fac.pipe_ua, fac.pipe_segments, t_ret)
@@ -255,7 +258,11 @@ class Twin:
             hp.condenser_flow_control()
 
     def _staging(self) -> None:
-        """Built-in heat-pump staging and capacity with storage-charging limit."""
+        """Built-in heat-pump staging and capacity with storage-charging limit.
+
+        With ``heatpump_standby`` owned by the SUT, a tripped unit keeps its stage and no
+        unit is staged up while one is tripped: replacing it is the SUT's job.
+        """
         hp_spec = self.site.heat_pumps
         dt = STAGING_PERIOD_S
         target = self.site.facility.supply_setpoint - 1.0
@@ -263,10 +270,18 @@ class Twin:
         full_bottom = hp_spec.supply_setpoint - 10.0
         storage = self.hp_storage_pid.update(full_bottom, self.district.bottom, dt)
         self.hp_demand = demand = min(cooling, storage)
-        available = [h for h in self.heat_pumps if not h.tripped]
-        running = [h for h in available if h.running]
+        if "heatpump_standby" in self.sut_owns:
+            available = list(self.heat_pumps)
+            running = [h for h in available if h.running or (h.tripped and h.enable.auto)]
+            hold = any(h.tripped for h in available)
+        else:
+            available = [h for h in self.heat_pumps if not h.tripped]
+            running = [h for h in available if h.running]
+            hold = False
         wanted = len(running)
-        if demand > len(running) * 0.95 and len(running) < len(available):
+        if hold:
+            self._stage_timer = 0.0
+        elif demand > len(running) * 0.95 and len(running) < len(available):
             self._stage_timer += dt
             if self._stage_timer >= 60.0:
                 wanted += 1

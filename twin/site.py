@@ -34,6 +34,8 @@ from twin.units import (
 Refrigerant = Literal["R1234ze(E)", "R32", "R410A", "R454B", "R717", "R134a"]
 WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 WaterClass = Literal["W17", "W27", "W32", "W40", "W45"]
+SutSequence = Literal["leak_isolation", "heatpump_reset", "heatpump_standby", "standby_pump"]
+"""Supervisory sequences a system under test can own (``Site.sut_owns``)."""
 Positive = Annotated[int, Field(ge=1)]
 
 
@@ -295,6 +297,9 @@ class Site(Strict):
     emissions: Emissions = Emissions()
     sensors: Sensors = Sensors()
     protocols: Protocols = Protocols()
+    # sequences the system under test owns: the twin's own supervisory control of each is
+    # off (see docs/expectations.md, "Whose job is it")
+    sut_owns: tuple[SutSequence, ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> Site:

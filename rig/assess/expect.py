@@ -32,12 +32,41 @@ the end of the run; both ends are inclusive. Kinds (``kind:``):
     Evidence: a failure gives the first violating (or, for ``eventually``, the closest)
     ``t`` and ``value``; a pass gives the worst value seen (``always``, ``never``) or the
     first satisfying one (``eventually``).
+``count``
+    occurrences of a write (``point`` with optional ``value``/``tolerance``/``min``/``max``
+    and ``source``, as ``modbus_write``) or of a message (``topic`` with optional
+    ``payload``/``payload_regex``, as ``mqtt``) in the window, ``at_most``, ``at_least`` or
+    ``exactly`` N; ``min_spacing`` also requires consecutive occurrences that far apart.
+    Evidence: ``count``, ``times`` (the first 20); a spacing failure the closest pair.
+``rate``
+    at most ``at_most`` occurrences (selected as for ``count``) in any ``per`` (default
+    60 s) of simulated time, over sliding windows starting at each occurrence (an alarm
+    flood). Evidence: ``max_in_window`` and where that window starts (``t``).
+``sequence``
+    ``first`` happens before ``then`` (each a selector as for ``count``): the first
+    ``then`` occurrence of the window comes at least ``min_gap`` (default 0 s) and, when
+    given, at most ``max_gap`` after the first ``first`` occurrence. Evidence:
+    ``first_t``, ``then_t``, ``gap_s``.
+``alive``
+    the SUT shows signs of life with no gap longer than ``max_gap``: ``point`` (a
+    heartbeat; its ``signal`` changes value between samples) or messages on ``topic``.
+    Gaps count from the window's start and up to its end (default: the end of the run).
+    Evidence: ``max_gap_s`` with its ``gap_from``/``gap_to``, ``signs`` (how many).
 ``kpi``
     a run KPI (a name of `twin.kpis.REGISTRY`: ``pue``, ``erf``, ``ere``, ``cop``, ...)
     compared like a condition, from the store's latest KPI record. Values are converted
     into the KPI's registry unit: a ``kWh`` KPI takes energies (``5 MWh``), an ``h`` KPI
     durations, a ``kg`` KPI masses, a ratio (``1``) plain numbers or percentages. No
     window.
+
+``mqtt`` and ``modbus_write`` take ``mode: never`` (default ``eventually``): no matching
+message or write in the window; a failure gives the first one (``t``) and ``violations``.
+
+Every windowed verdict carries ``time_to_s``: the time from the anchor to the first
+occurrence that satisfies it (the matching message or write, the first satisfying sample of
+an ``eventually`` condition, the N-th occurrence of ``at_least`` or ``exactly`` N, the
+first occurrence of ``at_most``, the ``then`` of a sequence, the first sign of life), or null
+when there is none (``always``/``never``, a failure): time to detect or to act.
 
 Verdicts: ``pass``, ``fail``, or ``error`` when an expectation cannot be evaluated
 (unknown point, an anchor fault that never started, no data in the window, a value in
@@ -97,6 +126,7 @@ _NUMBER_UNIT = re.compile(
     r"\s*([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)\s*(.*?)\s*", re.DOTALL)
 
 Op = Literal["<=", ">=", "<", ">", "=="]
+EventMode = Literal["eventually", "never"]
 Signal = Literal["truth", "measured"]
 Mode = Literal["always", "eventually", "never"]
 Outcome = Literal["pass", "fail", "error"]
@@ -225,31 +255,44 @@ class _Compared(BaseModel):
         return self
 
 
+def _check_message(topic: str, payload: Any, payload_regex: str | None) -> None:
+    problem = topic_filter_problem(topic)
+    if problem:
+        raise ValueError(f"topic {topic!r}: {problem}")
+    if payload is not None and payload_regex is not None:
+        raise ValueError("give either 'payload' or 'payload_regex', not both")
+    if payload_regex is not None:
+        try:
+            re.compile(payload_regex)
+        except re.error as exc:
+            raise ValueError(f"payload_regex: {exc}") from None
+
+
+def _check_write(value: object, tolerance: object, lo: object, hi: object) -> None:
+    if value is not None and (lo is not None or hi is not None):
+        raise ValueError("give either 'value' or 'min'/'max', not both")
+    if tolerance is not None and value is None:
+        raise ValueError("'tolerance' applies to 'value' only")
+
+
 class MqttExpectation(_Windowed):
-    """The SUT publishes a matching message on ``topic`` in the window."""
+    """The SUT publishes a matching message on ``topic`` in the window (or ``never``)."""
 
     kind: Literal["mqtt"]
     topic: str = Field(min_length=1, max_length=512)
     payload: Any = None
     payload_regex: str | None = Field(None, max_length=1000)
+    mode: EventMode = "eventually"
 
     @model_validator(mode="after")
     def _check(self) -> MqttExpectation:
-        problem = topic_filter_problem(self.topic)
-        if problem:
-            raise ValueError(f"topic {self.topic!r}: {problem}")
-        if self.payload is not None and self.payload_regex is not None:
-            raise ValueError("give either 'payload' or 'payload_regex', not both")
-        if self.payload_regex is not None:
-            try:
-                re.compile(self.payload_regex)
-            except re.error as exc:
-                raise ValueError(f"payload_regex: {exc}") from None
+        _check_message(self.topic, self.payload, self.payload_regex)
         return self
 
 
 class ModbusWriteExpectation(_Windowed):
-    """The SUT writes ``point`` to ``value`` (or into ``min``..``max``) in the window."""
+    """The SUT writes ``point`` to ``value`` (or into ``min``..``max``) in the window (or
+    ``never``)."""
 
     kind: Literal["modbus_write"]
     point: str = Field(min_length=1, max_length=128)
@@ -258,13 +301,11 @@ class ModbusWriteExpectation(_Windowed):
     min: HumanValue | None = None
     max: HumanValue | None = None
     source: str = Field("modbus", min_length=1, max_length=64)
+    mode: EventMode = "eventually"
 
     @model_validator(mode="after")
     def _check(self) -> ModbusWriteExpectation:
-        if self.value is not None and (self.min is not None or self.max is not None):
-            raise ValueError("give either 'value' or 'min'/'max', not both")
-        if self.tolerance is not None and self.value is None:
-            raise ValueError("'tolerance' applies to 'value' only")
+        _check_write(self.value, self.tolerance, self.min, self.max)
         return self
 
 
@@ -277,6 +318,104 @@ class ConditionExpectation(_Windowed, _Compared):
     mode: Mode = "always"
 
 
+class Selector(BaseModel):
+    """Occurrences: writes of ``point`` (optionally of ``value`` or in ``min``..``max``, by
+    ``source``) or messages on ``topic`` (optionally with ``payload``/``payload_regex``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    point: str | None = Field(None, min_length=1, max_length=128)
+    value: HumanValue | None = None
+    tolerance: HumanValue | None = None
+    min: HumanValue | None = None
+    max: HumanValue | None = None
+    source: str = Field("modbus", min_length=1, max_length=64)
+    topic: str | None = Field(None, min_length=1, max_length=512)
+    payload: Any = None
+    payload_regex: str | None = Field(None, max_length=1000)
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> Selector:
+        if (self.point is None) == (self.topic is None):
+            raise ValueError("give either 'point' (writes) or 'topic' (messages)")
+        if self.point is not None:
+            if self.payload is not None or self.payload_regex is not None:
+                raise ValueError("'payload' and 'payload_regex' apply to 'topic' only")
+            _check_write(self.value, self.tolerance, self.min, self.max)
+        else:
+            if any(v is not None for v in (self.value, self.tolerance, self.min, self.max)):
+                raise ValueError("'value', 'tolerance', 'min' and 'max' apply to 'point' only")
+            assert self.topic is not None
+            _check_message(self.topic, self.payload, self.payload_regex)
+        return self
+
+    def describe(self) -> str:
+        """``writes of hp1.reset`` or ``messages on a/b/#`` for messages."""
+        return f"writes of {self.point}" if self.point else f"messages on {self.topic}"
+
+
+class CountExpectation(_Windowed, Selector):
+    """``at_most``/``at_least``/``exactly`` N occurrences in the window, optionally spaced."""
+
+    kind: Literal["count"]
+    at_most: int | None = Field(None, ge=0)
+    at_least: int | None = Field(None, ge=0)
+    exactly: int | None = Field(None, ge=0)
+    min_spacing: Duration | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> CountExpectation:
+        if self.exactly is not None and (self.at_most is not None or self.at_least is not None):
+            raise ValueError("give 'exactly' alone, or 'at_most' and/or 'at_least'")
+        if self.exactly is None and self.at_most is None and self.at_least is None:
+            raise ValueError("needs 'at_most', 'at_least' or 'exactly'")
+        if (self.at_most is not None and self.at_least is not None
+                and self.at_least > self.at_most):
+            raise ValueError("'at_least' is above 'at_most'")
+        return self
+
+
+class RateExpectation(_Windowed, Selector):
+    """At most ``at_most`` occurrences in any ``per`` seconds of the window."""
+
+    kind: Literal["rate"]
+    at_most: int = Field(ge=0)
+    per: Duration = Field(60.0, gt=0)
+
+
+class SequenceExpectation(_Windowed):
+    """``first`` before ``then``, ``then`` at least ``min_gap`` (at most ``max_gap``) later."""
+
+    kind: Literal["sequence"]
+    first: Selector
+    then: Selector
+    min_gap: Duration = Field(0.0, ge=0)
+    max_gap: Duration | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _gaps(self) -> SequenceExpectation:
+        if self.max_gap is not None and self.max_gap < self.min_gap:
+            raise ValueError("'max_gap' is below 'min_gap'")
+        return self
+
+
+class AliveExpectation(_Windowed):
+    """Signs of life (a heartbeat point changing, or messages) with no gap over ``max_gap``."""
+
+    kind: Literal["alive"]
+    point: str | None = Field(None, min_length=1, max_length=128)
+    signal: Signal = "truth"
+    topic: str | None = Field(None, min_length=1, max_length=512)
+    max_gap: Duration = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AliveExpectation:
+        if (self.point is None) == (self.topic is None):
+            raise ValueError("give either 'point' (a heartbeat) or 'topic' (messages)")
+        if self.topic is not None:
+            _check_message(self.topic, None, None)
+        return self
+
+
 class KpiExpectation(_Base, _Compared):
     """A run KPI must satisfy a comparison."""
 
@@ -284,13 +423,11 @@ class KpiExpectation(_Base, _Compared):
     kpi: Literal[KPI_NAMES]  # type: ignore[valid-type]
 
 
-Expectation = Annotated[
-    MqttExpectation | ModbusWriteExpectation | ConditionExpectation | KpiExpectation,
-    Field(discriminator="kind"),
-]
+AnyExpectation = (MqttExpectation | ModbusWriteExpectation | ConditionExpectation
+                  | CountExpectation | RateExpectation | SequenceExpectation | AliveExpectation
+                  | KpiExpectation)
+Expectation = Annotated[AnyExpectation, Field(discriminator="kind")]
 """One entry of a scenario's ``expect:`` list."""
-
-AnyExpectation = MqttExpectation | ModbusWriteExpectation | ConditionExpectation | KpiExpectation
 
 
 def kpi_unit(name: str) -> str:
@@ -592,7 +729,8 @@ def evaluate(expectations: Sequence[AnyExpectation], store: RunStore,
             except _Unevaluable as exc:
                 windows[i] = exc
                 continue
-        if isinstance(exp, ConditionExpectation) and exp.point in store.point_index:
+        if (isinstance(exp, ConditionExpectation | AliveExpectation) and exp.point is not None
+                and exp.point in store.point_index):
             w = windows[i]
             assert isinstance(w, _Window)
             needed.append(exp.point)
@@ -615,9 +753,11 @@ def _one(exp: AnyExpectation, run: _Run, window: _Window | _Unevaluable | None, 
     base: dict[str, Any] = {}
     if isinstance(exp, _Windowed):
         base = {"after": exp.after}
-    if isinstance(exp, ModbusWriteExpectation | ConditionExpectation):
-        base["point"] = exp.point
-    if isinstance(exp, ConditionExpectation):
+    point = getattr(exp, "point", None)
+    if isinstance(point, str):
+        base["point"] = point
+    if isinstance(exp, ConditionExpectation) or (isinstance(exp, AliveExpectation)
+                                                 and point is not None):
         base["signal"] = exp.signal
     try:
         if duplicate:
@@ -635,13 +775,18 @@ def _one(exp: AnyExpectation, run: _Run, window: _Window | _Unevaluable | None, 
         elif isinstance(exp, ConditionExpectation):
             assert window is not None
             outcome, evidence, message = _condition(exp, run, window)
-        else:
+        elif isinstance(exp, KpiExpectation):
             outcome, evidence, message = _kpi(exp, run)
+        else:
+            assert isinstance(window, _Window)
+            outcome, evidence, message = _EVALUATORS[exp.kind](exp, run, window)
     except _Unevaluable as exc:
         return Verdict(exp.name, exp.kind, "error", base, str(exc))
     except RunStoreError as exc:
         log.warning("expectation %s: %s", exp.name, exc)
         return Verdict(exp.name, exp.kind, "error", base, f"cannot read the run: {exc}")
+    if isinstance(exp, _Windowed):
+        evidence.setdefault("time_to_s", None)
     return Verdict(exp.name, exp.kind, outcome, {**base, **evidence}, message)
 
 
@@ -654,32 +799,49 @@ def _short(text: str) -> str:
     return text[:MAX_PAYLOAD_EVIDENCE - 3] + "..."
 
 
+def _payload_test(topic: str, payload: Any,
+                  payload_regex: str | None) -> tuple[Any, str]:
+    """(test of a message's payload, `` matching /re/`` or `` containing {...}`` or '')."""
+    if payload_regex is not None:
+        regex = re.compile(payload_regex)
+        return (lambda m: regex.search(m.payload) is not None), f" matching /{payload_regex}/"
+    if payload is not None:
+        return (lambda m: payload_contains(_parse_payload(m.payload), payload)), (
+            f" containing {json.dumps(payload, sort_keys=True)}")
+    return (lambda m: True), ""
+
+
 def _mqtt(exp: MqttExpectation, run: _Run, w: _Window) -> Result:
-    regex = re.compile(exp.payload_regex) if exp.payload_regex is not None else None
+    test, want = _payload_test(exp.topic, exp.payload, exp.payload_regex)
     on_topic = 0
     last: MqttMessage | None = None
+    hits: list[MqttMessage] = []
     for msg in run.mqtt(w.start_s, w.end_s):
         if not topic_matches(exp.topic, msg.topic):
             continue
         on_topic += 1
-        if regex is not None:
-            ok = regex.search(msg.payload) is not None
-        elif exp.payload is not None:
-            ok = payload_contains(_parse_payload(msg.payload), exp.payload)
-        else:
-            ok = True
-        if ok:
-            evidence: dict[str, Any] = {"t": msg.t, "topic": msg.topic,
-                                        "payload": _short(msg.payload),
-                                        "delay_s": msg.t - w.anchor_s}
-            return "pass", evidence, (f"seen on {msg.topic} at t = {msg.t:g} s "
-                                      f"({msg.t - w.anchor_s:g} s after {w.after})")
+        if test(msg):
+            hits.append(msg)
+            if exp.mode == "eventually":
+                break
         last = msg
-    want = ""
-    if regex is not None:
-        want = f" matching /{exp.payload_regex}/"
-    elif exp.payload is not None:
-        want = f" containing {json.dumps(exp.payload, sort_keys=True)}"
+    if exp.mode == "never":
+        if hits:
+            m = hits[0]
+            return "fail", {"t": m.t, "topic": m.topic, "payload": _short(m.payload),
+                            "violations": len(hits)}, (
+                f"{len(hits)} message(s) on {exp.topic}{want} {w.describe()}; the first on "
+                f"{m.topic} at t = {m.t:g} s")
+        return "pass", {"messages_on_topic": on_topic}, (
+            f"no message on {exp.topic}{want} {w.describe()} ({on_topic} other(s) on the "
+            "topic)")
+    if hits:
+        msg = hits[0]
+        evidence: dict[str, Any] = {"t": msg.t, "topic": msg.topic,
+                                    "payload": _short(msg.payload),
+                                    "delay_s": msg.t - w.anchor_s, "time_to_s": msg.t - w.anchor_s}
+        return "pass", evidence, (f"seen on {msg.topic} at t = {msg.t:g} s "
+                                  f"({msg.t - w.anchor_s:g} s after {w.after})")
     evidence = {"messages_on_topic": on_topic, "deadline_s": w.end_s}
     if last is not None:
         evidence.update(last_t=last.t, last_topic=last.topic, last_payload=_short(last.payload))
@@ -687,33 +849,48 @@ def _mqtt(exp: MqttExpectation, run: _Run, w: _Window) -> Result:
                               f"({on_topic} other message(s) on the topic)")
 
 
-def _modbus_write(exp: ModbusWriteExpectation, run: _Run, w: _Window) -> Result:
-    unit = run.unit(exp.point)
-    label = f"point {exp.point}"
+def _write_range(sel: ModbusWriteExpectation | Selector, unit: str) -> tuple[float, float, str]:
+    """(lo, hi, text) of the written values ``sel`` accepts, in ``unit``."""
     try:
-        if exp.value is not None:
-            want = to_unit(exp.value, unit)
-            tol = 0.0 if exp.tolerance is None else abs(to_unit(exp.tolerance, unit,
+        if sel.value is not None:
+            want = to_unit(sel.value, unit)
+            tol = 0.0 if sel.tolerance is None else abs(to_unit(sel.tolerance, unit,
                                                                 difference=True))
-            lo, hi = want - tol - 1e-9 * max(1.0, abs(want)), want + tol + 1e-9 * max(
-                1.0, abs(want))
+            slack = tol + 1e-9 * max(1.0, abs(want))
             text = f"= {show_value(want, unit)}" + (
                 f" +/- {show_value(tol, _diff_unit(unit))}" if tol else "")
-        else:
-            lo = -math.inf if exp.min is None else to_unit(exp.min, unit)
-            hi = math.inf if exp.max is None else to_unit(exp.max, unit)
-            parts = ([f">= {show_value(lo, unit)}"] if exp.min is not None else []) + (
-                [f"<= {show_value(hi, unit)}"] if exp.max is not None else [])
-            text = " and ".join(parts) or "any value"
+            return want - slack, want + slack, text
+        lo = -math.inf if sel.min is None else to_unit(sel.min, unit)
+        hi = math.inf if sel.max is None else to_unit(sel.max, unit)
+        parts = ([f">= {show_value(lo, unit)}"] if sel.min is not None else []) + (
+            [f"<= {show_value(hi, unit)}"] if sel.max is not None else [])
+        return lo, hi, " and ".join(parts) or "any value"
     except UnitError as exc:
-        raise _Unevaluable(f"{label} (unit {unit or 'dimensionless'}): {exc}") from None
+        raise _Unevaluable(f"point {sel.point} (unit {unit or 'dimensionless'}): "
+                           f"{exc}") from None
+
+
+def _modbus_write(exp: ModbusWriteExpectation, run: _Run, w: _Window) -> Result:
+    unit = run.unit(exp.point)
+    lo, hi, text = _write_range(exp, unit)
     writes = [c for c in run.commands() if c.point == exp.point
               and w.start_s <= c.t <= w.end_s and exp.source in ("any", c.source)]
     base = {"unit": unit}
-    for c in writes:
-        if lo <= c.value <= hi:
-            return "pass", {**base, "t": c.t, "value": c.value, "source": c.source}, (
-                f"{c.source} wrote {exp.point} = {show_value(c.value, unit)} at t = {c.t:g} s")
+    hits = [c for c in writes if lo <= c.value <= hi]
+    if exp.mode == "never":
+        if hits:
+            c = hits[0]
+            return "fail", {**base, "t": c.t, "value": c.value, "source": c.source,
+                            "violations": len(hits)}, (
+                f"{len(hits)} write(s) of {exp.point} {text} {w.describe()}; the first by "
+                f"{c.source} = {show_value(c.value, unit)} at t = {c.t:g} s")
+        return "pass", {**base, "writes": len(writes)}, (
+            f"no write of {exp.point} {text} {w.describe()} ({len(writes)} other write(s))")
+    if hits:
+        c = hits[0]
+        return "pass", {**base, "t": c.t, "value": c.value, "source": c.source,
+                        "time_to_s": c.t - w.anchor_s}, (
+            f"{c.source} wrote {exp.point} = {show_value(c.value, unit)} at t = {c.t:g} s")
     evidence = {**base, "writes": len(writes), "values": [c.value for c in writes][:20],
                 "times": [c.t for c in writes][:20], "deadline_s": w.end_s}
     source = "any source" if exp.source == "any" else exp.source
@@ -761,7 +938,8 @@ def _condition(exp: ConditionExpectation, run: _Run, w: _Window) -> Result:
     if exp.mode == "eventually":
         if len(hits):
             i = int(hits[0])
-            return "pass", at(i), f"{what} reached {cmp.text}: {shown(i)}"
+            return "pass", at(i, time_to_s=float(t[i]) - w.anchor_s), (
+                f"{what} reached {cmp.text}: {shown(i)}")
         i = int(np.argmax(margin))
         return "fail", at(i, extreme=True), (
             f"{what} never {cmp.text} {w.describe()}; closest {shown(i)}")
@@ -772,6 +950,142 @@ def _condition(exp: ConditionExpectation, run: _Run, w: _Window) -> Result:
     i = int(np.argmax(margin))
     return "pass", at(i, extreme=True), (
         f"{what} never {cmp.text} {w.describe()}; closest {shown(i)}")
+
+
+def _occurrences(sel: Selector, run: _Run, w: _Window) -> tuple[np.ndarray, str]:
+    """Times (s, ascending) of the writes or messages ``sel`` selects in the window, and
+    what they are (for messages)."""
+    if sel.point is not None:
+        unit = run.unit(sel.point)
+        lo, hi, text = _write_range(sel, unit)
+        times = [c.t for c in run.commands() if c.point == sel.point
+                 and w.start_s <= c.t <= w.end_s and sel.source in ("any", c.source)
+                 and lo <= c.value <= hi]
+        source = "any source" if sel.source == "any" else sel.source
+        return np.array(times, dtype=float), f"writes of {sel.point} {text} by {source}"
+    assert sel.topic is not None
+    test, want = _payload_test(sel.topic, sel.payload, sel.payload_regex)
+    times = [m.t for m in run.mqtt(w.start_s, w.end_s)
+             if topic_matches(sel.topic, m.topic) and test(m)]
+    return np.array(times, dtype=float), f"messages on {sel.topic}{want}"
+
+
+def _times(times: np.ndarray) -> list[float]:
+    return [float(x) for x in times[:20]]
+
+
+def _count(exp: CountExpectation, run: _Run, w: _Window) -> Result:
+    times, what = _occurrences(exp, run, w)
+    n = len(times)
+    evidence: dict[str, Any] = {"count": n, "times": _times(times)}
+    if exp.exactly is not None:
+        ok, bound = n == exp.exactly, f"exactly {exp.exactly}"
+    else:
+        ok = (exp.at_most is None or n <= exp.at_most) and (
+            exp.at_least is None or n >= exp.at_least)
+        bound = " and ".join(([f"at least {exp.at_least}"] if exp.at_least is not None else [])
+                             + ([f"at most {exp.at_most}"] if exp.at_most is not None else []))
+    k = (exp.at_least or 1) if exp.exactly is None else max(1, exp.exactly)
+    if ok and n >= k:
+        evidence["time_to_s"] = float(times[k - 1]) - w.anchor_s
+    if not ok:
+        return "fail", evidence, f"{n} {what} {w.describe()}, wanted {bound}"
+    if exp.min_spacing is not None and n > 1:
+        gaps = np.diff(times)
+        i = int(np.argmin(gaps))
+        evidence["min_spacing_s"] = float(gaps[i])
+        if gaps[i] < exp.min_spacing:
+            evidence.update(t=float(times[i + 1]), previous_t=float(times[i]))
+            evidence.pop("time_to_s", None)
+            return "fail", evidence, (
+                f"{what} only {gaps[i]:g} s apart (t = {times[i]:g} s and {times[i + 1]:g} s), "
+                f"wanted at least {exp.min_spacing:g} s")
+    spaced = f", at least {exp.min_spacing:g} s apart" if exp.min_spacing else ""
+    return "pass", evidence, f"{n} {what} {w.describe()} ({bound}{spaced})"
+
+
+def _rate(exp: RateExpectation, run: _Run, w: _Window) -> Result:
+    times, what = _occurrences(exp, run, w)
+    evidence: dict[str, Any] = {"count": len(times), "per_s": exp.per}
+    if len(times) == 0:
+        return "pass", {**evidence, "max_in_window": 0}, f"no {what} {w.describe()}"
+    # occurrences in [t_i, t_i + per) for every occurrence t_i: the busiest sliding window
+    counts = np.searchsorted(times, times + exp.per, side="left") - np.arange(len(times))
+    i = int(np.argmax(counts))
+    peak = int(counts[i])
+    evidence.update(max_in_window=peak, t=float(times[i]),
+                    time_to_s=float(times[0]) - w.anchor_s)
+    text = (f"at most {peak} {what} in {exp.per:g} s (busiest window from t = "
+            f"{times[i]:g} s)")
+    if peak > exp.at_most:
+        evidence.pop("time_to_s")
+        return "fail", evidence, (f"{peak} {what} in {exp.per:g} s from t = {times[i]:g} s, "
+                                  f"wanted at most {exp.at_most}")
+    return "pass", evidence, text
+
+
+def _sequence(exp: SequenceExpectation, run: _Run, w: _Window) -> Result:
+    first, first_what = _occurrences(exp.first, run, w)
+    then, then_what = _occurrences(exp.then, run, w)
+    evidence: dict[str, Any] = {"first_count": len(first), "then_count": len(then)}
+    if len(first) == 0:
+        return "fail", evidence, f"no {first_what} {w.describe()}"
+    a = float(first[0])
+    evidence["first_t"] = a
+    if len(then) == 0:
+        return "fail", evidence, f"{first_what} at t = {a:g} s, then no {then_what}"
+    b = float(then[0])
+    gap = b - a
+    evidence.update(then_t=b, gap_s=gap, t=b)
+    if gap < exp.min_gap - 1e-9:
+        when = "before" if gap < 0 else f"only {gap:g} s after"
+        return "fail", evidence, (f"{then_what} at t = {b:g} s, {when} {first_what} at "
+                                  f"t = {a:g} s (wanted at least {exp.min_gap:g} s after)")
+    if exp.max_gap is not None and gap > exp.max_gap:
+        return "fail", evidence, (f"{then_what} at t = {b:g} s, {gap:g} s after {first_what}"
+                                  f" (wanted within {exp.max_gap:g} s)")
+    evidence["time_to_s"] = b - w.anchor_s
+    return "pass", evidence, (f"{first_what} at t = {a:g} s, then {then_what} "
+                              f"{gap:g} s later")
+
+
+def _alive(exp: AliveExpectation, run: _Run, w: _Window) -> Result:
+    if exp.point is not None:
+        unit = run.unit(exp.point)
+        col = run.columns[exp.point]
+        data = run.truth if exp.signal == "truth" else run.measured
+        mask = (run.t >= w.start_s) & (run.t <= w.end_s)
+        t, x = run.t[mask], data[mask, col]
+        valid = ~np.isnan(x)
+        t, x = t[valid], x[valid]
+        if len(x) == 0:
+            raise _Unevaluable(f"no {exp.signal} samples of {exp.point} {w.describe()}")
+        signs = t[1:][np.diff(x) != 0]
+        what = f"changes of {exp.point} ({exp.signal})"
+        evidence: dict[str, Any] = {"unit": unit, "samples": len(x)}
+    else:
+        assert exp.topic is not None
+        signs = np.array([m.t for m in run.mqtt(w.start_s, w.end_s)
+                          if topic_matches(exp.topic, m.topic)], dtype=float)
+        what = f"messages on {exp.topic}"
+        evidence = {}
+    edges = np.concatenate(([w.start_s], signs, [w.end_s]))
+    gaps = np.diff(edges)
+    i = int(np.argmax(gaps))
+    evidence.update(signs=len(signs), max_gap_s=float(gaps[i]), gap_from=float(edges[i]),
+                    gap_to=float(edges[i + 1]))
+    if gaps[i] > exp.max_gap:
+        end = "the end of the window" if i + 1 == len(edges) - 1 else f"t = {edges[i + 1]:g} s"
+        return "fail", {**evidence, "t": float(edges[i])}, (
+            f"no {what} for {gaps[i]:g} s, from t = {edges[i]:g} s to {end} (allowed "
+            f"{exp.max_gap:g} s)")
+    evidence["time_to_s"] = float(signs[0]) - w.anchor_s
+    return "pass", evidence, (f"{len(signs)} {what} {w.describe()}, longest gap "
+                              f"{gaps[i]:g} s")
+
+
+_EVALUATORS: dict[str, Any] = {"count": _count, "rate": _rate, "sequence": _sequence,
+                               "alive": _alive}
 
 
 def _kpi(exp: KpiExpectation, run: _Run) -> Result:
@@ -806,8 +1120,10 @@ def fault_onsets_from_events(store: RunStore) -> dict[str, float]:
 
 
 __all__ = [
-    "KPI_NAMES", "MQTT_EVENT_KIND", "ConditionExpectation", "Expectation", "KpiExpectation",
-    "ModbusWriteExpectation", "MqttExpectation", "MqttMessage", "Verdict", "evaluate",
+    "KPI_NAMES", "MQTT_EVENT_KIND", "AliveExpectation", "ConditionExpectation",
+    "CountExpectation", "Expectation", "KpiExpectation", "ModbusWriteExpectation",
+    "MqttExpectation", "MqttMessage", "RateExpectation", "Selector", "SequenceExpectation",
+    "Verdict", "evaluate",
     "fault_onsets_from_events", "kpi_unit", "mqtt_events", "payload_contains",
     "read_columns", "record_mqtt", "to_unit", "topic_matches", "unit_dimension",
 ]

@@ -31,9 +31,10 @@ from rig.config.defaults import (
 from rig.config.loader import validate_data
 from rig.config.sites import site_names, site_path
 from rig.config.yamlsafe import LoadedYaml, load_yaml, resolve_include
+from rig.sut import CONTROLLER_VARIANTS, LEAK_DETECTOR_VARIANTS
 from twin.errors import ConfigError, ScenarioError
 from twin.faults import FaultTargetError
-from twin.site import Site
+from twin.site import Site, SutSequence
 from twin.units import Duration
 
 MAX_SCENARIO_BYTES = 256 * 1024
@@ -42,11 +43,14 @@ PROTOCOL_TARGETS = ("modbus", "mqtt")
 
 
 class SystemsUnderTest(BaseModel):
-    """Reference systems the rig starts for a scenario (each a separate process)."""
+    """Reference systems the rig starts for a scenario (each a separate process), and the
+    supervisory sequences that are theirs alone (``owns``: the twin's own control of each
+    is off, see docs/expectations.md)."""
 
     model_config = ConfigDict(extra="forbid")
-    controller: Literal["reference", "no-isolate", "none"] = "none"
-    leak_detector: Literal["reference", "high-threshold", "none"] = "none"
+    controller: Literal[(*CONTROLLER_VARIANTS, "none")] = "none"  # type: ignore[valid-type]
+    leak_detector: Literal[(*LEAK_DETECTOR_VARIANTS, "none")] = "none"  # type: ignore[valid-type]
+    owns: list[SutSequence] = Field(default_factory=list, max_length=16)
 
 
 class WatchdogSpec(BaseModel):
@@ -156,6 +160,8 @@ def _site_for(scenario: Scenario, loaded: LoadedYaml, path: Path) -> Site:
     site_data = load_yaml(site_file).data
     overrides = _merge(scenario.site_overrides, {
         k: v for k, v in (("weather", scenario.weather), ("it_load", scenario.it_load)) if v})
+    if scenario.sut.owns:  # the twin leaves these sequences to the SUT (in the manifest)
+        overrides["sut_owns"] = sorted(set(scenario.sut.owns))
 
     def locate(field_path: tuple[str | int, ...]) -> tuple[int, int]:
         head = field_path[:1]
@@ -205,9 +211,13 @@ def _cross_check(scenario: Scenario, site: Site, loaded: LoadedYaml) -> None:
         if anchor not in ("start", *ids):
             problems.append(f"{loaded.where(('expect', i, 'after'))}: expect[{i}].after: "
                             f"no fault '{anchor}' (known: start, {', '.join(sorted(ids))})")
-        point = getattr(exp, "point", None)
-        if point is not None and point not in twin.points:
-            problems.append(f"{loaded.where(('expect', i, 'point'))}: expect[{i}].point: "
-                            f"no such point '{point}' (see 'heatrig points {site.name}')")
+        for path in (("point",), ("first", "point"), ("then", "point")):
+            point: Any = exp
+            for key in path:
+                point = getattr(point, key, None)
+            if isinstance(point, str) and point not in twin.points:
+                field = ".".join(path)
+                problems.append(f"{loaded.where(('expect', i, *path))}: expect[{i}].{field}: "
+                                f"no such point '{point}' (see 'heatrig points {site.name}')")
     if problems:
         raise ConfigError(sorted(problems))

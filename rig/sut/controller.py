@@ -1,7 +1,7 @@
 """Reference plant controller: a Modbus TCP client supervising the plant, as a BMS would.
 
     python -m rig.sut.controller --modbus HOST:PORT --points POINTS.json
-        [--variant reference|no-isolate] [--period 1.0] [--speed N] [--reset-delay 120]
+        [--variant VARIANT] [--period 1.0] [--speed N] [--reset-delay 300]
         [--confirm 30] [--give-up 30]
 
 Addressing comes only from the exported point list. Every period (wall seconds) it reads
@@ -17,15 +17,19 @@ heartbeat ``<device>.heartbeat`` (a counter) to every device it controls that ha
 * **Heat pumps.** On a trip (any ``hpN.trip.*``) it takes the enables in hand on every heat
   pump and keeps as many healthy units enabled as were running before the trip, preferring
   the ones already enabled: a standby replaces the tripped unit. ``--reset-delay``
-  simulated seconds after the trip it pulses ``hpN.reset`` once per unit (no automatic
-  reset after that); a unit whose reset cleared the trip stays a healthy standby.
+  simulated seconds after the trip (default 300 s, the heat pumps' anti-short-cycle
+  time) it pulses ``hpN.reset`` once per unit (no automatic reset after that, even when
+  the unit trips again); a unit whose reset cleared the trip stays a healthy standby.
 * **Facility pumps.** When ``facility.pumpN`` trips, a healthy disabled pump is enabled.
 * Everything it wrote (except resets and heartbeats) is read back every period and written
   again when two reads in a row disagree (e.g. a watchdog fallback put it back in auto, or
   the rig refused the write with a transient exception). A part whose inputs the rig
   refused to read waits for the next period.
 
-Variant ``no-isolate`` never writes ``cduN.isolate`` (everything else identical).
+Defect variants (everything else identical to ``reference``): ``no-isolate`` never writes
+``cduN.isolate``; ``reset-loop`` pulses ``hpN.reset`` every ``RESET_LOOP_S`` simulated
+seconds while the unit is tripped, with no wait and no limit; ``no-standby`` never enables
+a standby facility pump.
 
 Times: simulated seconds from ``rig.sim_time`` when the point list has it, otherwise wall
 seconds times ``--speed``. The period is shortened so that one period is at most
@@ -49,19 +53,20 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
+from rig.sut import CONTROLLER_VARIANTS
 from rig.sut.pointmap import PointInfo, PointMap, ReadBlock, plan_reads
 from twin.errors import ConfigError, HeatrigError
 
 log = logging.getLogger(__name__)
 actions_log = logging.getLogger(__name__ + ".actions")
 
-Variant = Literal["reference", "no-isolate"]
-VARIANTS: tuple[Variant, ...] = ("reference", "no-isolate")
+VARIANTS: tuple[str, ...] = CONTROLLER_VARIANTS
+RESET_LOOP_S = 5.0  # simulated seconds between the resets of variant reset-loop
 TIME_POINT = "rig.sim_time"
 EXIT_OK, EXIT_USAGE, EXIT_RIG_GONE = 0, 2, 3
 HEARTBEAT_MAX = 65534  # 65535 is the uint16 NaN marker
@@ -77,11 +82,11 @@ class LinkLost(HeatrigError):
 class Settings:
     """What the controller does; times in simulated seconds unless marked wall."""
 
-    variant: Variant = "reference"
+    variant: str = "reference"  # one of VARIANTS
     period_s: float = 1.0  # wall
     speed: float = 1.0
     max_sim_step_s: float = 10.0
-    reset_delay_s: float = 120.0
+    reset_delay_s: float = 300.0
     reset_verify_s: float = 30.0
     confirm_s: float = 30.0
     level_window_s: float = 60.0
@@ -178,6 +183,7 @@ class PlantLogic:
         self.verify_at: dict[str, float] = {}
         self.reset_done: set[str] = set()
         self.pump_tripped: dict[str, bool] = {}
+        self.loop_reset: dict[str, float] = {}  # variant reset-loop: last reset (sim s)
 
     def _check_points(self) -> None:
         needed = []
@@ -297,7 +303,10 @@ class PlantLogic:
                                   f"{self.hp_wanted} unit(s) enabled"))
         if self.hp_control:
             actions += self._stage(running, tripped, lockout)
-        actions += self._resets(t, tripped)
+        if self.s.variant == "reset-loop":
+            actions += self._reset_loop(t, tripped)
+        else:
+            actions += self._resets(t, tripped)
         self.prev_running, self.prev_tripped = running, tripped
         return actions
 
@@ -349,6 +358,16 @@ class PlantLogic:
                 actions.append(Action(f"{h} reset cleared the trip; {h} is a healthy standby"))
         return actions
 
+    def _reset_loop(self, t: float, tripped: dict[str, bool]) -> list[Action]:
+        """Variant reset-loop: reset every tripped unit every RESET_LOOP_S, no limit."""
+        actions = []
+        for h in self.hps:
+            if tripped[h] and t - self.loop_reset.get(h, -math.inf) >= RESET_LOOP_S:
+                self.loop_reset[h] = t
+                actions.append(Action(f"reset {h}", [(f"{h}.reset", 1.0),
+                                                     (f"{h}.reset.hand", 1.0)], hold=False))
+        return actions
+
     # -- facility pumps -----------------------------------------------------------------
     def _pumps(self, v: dict[str, float]) -> list[Action]:
         actions = []
@@ -359,7 +378,9 @@ class PlantLogic:
             if not trip[p] or self.pump_tripped.get(p, False):
                 continue
             standby = [q for q in self.pumps if q != p and not trip[q] and not enabled[q]]
-            if standby:
+            if standby and self.s.variant == "no-standby":
+                actions.append(Action(f"{p} tripped: standby {standby[0]} left off"))
+            elif standby:
                 q = standby[0]
                 enabled[q] = True
                 actions.append(Action(f"{p} tripped: enable standby {q}",
@@ -580,8 +601,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="the rig's speed (simulated seconds per wall second)")
     p.add_argument("--max-sim-step", type=float, default=10.0,
                    help="longest cycle in simulated seconds (shortens --period)")
-    p.add_argument("--reset-delay", type=float, default=120.0,
-                   help="simulated seconds from a heat-pump trip to its one reset")
+    p.add_argument("--reset-delay", type=float, default=300.0,
+                   help="simulated seconds from a heat-pump trip to its one reset "
+                   "(default 300, the anti-short-cycle time)")
     p.add_argument("--confirm", type=float, default=30.0,
                    help="simulated seconds the level evidence must last")
     p.add_argument("--give-up", type=float, default=30.0,

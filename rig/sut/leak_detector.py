@@ -1,7 +1,7 @@
 """Reference leak detector: an MQTT client watching the rig's CDU telemetry.
 
     python -m rig.sut.leak_detector --mqtt mqtt://HOST:PORT --prefix P --site S
-        [--variant reference|high-threshold] [--threshold 0.01] [--window 60]
+        [--variant VARIANT] [--threshold 0.01] [--window 60] [--heartbeat 10]
         [--reservoir-area 0.25] [--density 990] [--name leak_detector]
 
 It subscribes to ``<prefix>/<site>/+/telemetry`` and follows every device whose telemetry
@@ -30,8 +30,13 @@ window's mean rate. Null when the history is too short. Its status ``online``/``
 retained on ``<prefix>/<site>/sut/<name>/status`` (``offline`` is also the last will);
 ``online`` is sent once the subscription is acknowledged.
 
-Variant ``high-threshold`` ignores the spot sensors and uses 100 x the threshold, so it
-misses slow leaks. No exception in a callback stops the network loop; paho reconnects
+As a sign of life it publishes ``{"t": <telemetry sim time>}`` on
+``<prefix>/<site>/sut/<name>/heartbeat`` every ``--heartbeat`` seconds of telemetry time
+(after the telemetry message that crosses it was processed).
+
+Defect variants: ``high-threshold`` ignores the spot sensors and uses 100 x the threshold,
+so it misses slow leaks; ``alarm-flood`` re-publishes an open leak alarm with every
+telemetry message of that CDU. No exception in a callback stops the network loop; paho reconnects
 with backoff; SIGTERM/SIGINT publish ``offline`` and exit 0.
 """
 
@@ -49,16 +54,18 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from rig.sut import LEAK_DETECTOR_VARIANTS
+
 log = logging.getLogger(__name__)
 
-Variant = Literal["reference", "high-threshold"]
-VARIANTS: tuple[Variant, ...] = ("reference", "high-threshold")
+VARIANTS: tuple[str, ...] = LEAK_DETECTOR_VARIANTS
+HEARTBEAT_S = 10.0  # telemetry seconds between heartbeats
 HIGH_THRESHOLD_FACTOR = 100.0
 RESERVOIR_AREA = 0.25  # m2, the site default (twin.site.CDU.reservoir_area)
 WATER_DENSITY = 990.0  # kg/m3, as the twin (twin.water.RHO_WATER)
@@ -72,7 +79,7 @@ _RACK_LEAK = re.compile(r"^(.+)\.(rack\d+)\.leak$")
 class DetectorSettings:
     """Detection parameters (SI)."""
 
-    variant: Variant = "reference"
+    variant: str = "reference"  # one of VARIANTS
     threshold_kg_s: float = 0.01
     window_s: float = 60.0
     reservoir_area_m2: float = RESERVOIR_AREA
@@ -80,8 +87,8 @@ class DetectorSettings:
 
     @property
     def use_spot_sensors(self) -> bool:
-        """The reference variant uses the spot sensors; ``high-threshold`` ignores them."""
-        return self.variant == "reference"
+        """Every variant but ``high-threshold`` uses the spot sensors."""
+        return self.variant != "high-threshold"
 
     @property
     def effective_threshold(self) -> float:
@@ -205,6 +212,9 @@ class LeakDetector:
             if res.over >= CONFIRM:
                 return [self._raise(res, device, "level decay", t, rate)]
             return []
+        if self.s.variant == "alarm-flood":
+            inc = res.incident
+            return [_payload("leak", device, inc.location, inc.reason, t, rate)]
         quiet = not wet and rate is not None and rate < threshold / 2
         res.quiet = res.quiet + 1 if quiet else 0
         if res.quiet >= CONFIRM:
@@ -283,6 +293,11 @@ class Connection:
         return f"{self.base}/sut/{self.name}/status"
 
     @property
+    def heartbeat_topic(self) -> str:
+        """Where the sign of life goes."""
+        return f"{self.base}/sut/{self.name}/heartbeat"
+
+    @property
     def telemetry_filter(self) -> str:
         """Subscription to every device's telemetry."""
         return f"{self.base}/+/telemetry"
@@ -300,9 +315,12 @@ def parse_url(url: str) -> tuple[str, int, bool]:
 class DetectorService:
     """The MQTT side: subscription, status, alarms; `LeakDetector` does the deciding."""
 
-    def __init__(self, conn: Connection, detector: LeakDetector) -> None:
+    def __init__(self, conn: Connection, detector: LeakDetector,
+                 heartbeat_s: float = HEARTBEAT_S) -> None:
         self.conn = conn
         self.detector = detector
+        self.heartbeat_s = heartbeat_s
+        self.last_beat = -math.inf  # telemetry time of the last heartbeat
         self.host, self.port, tls = parse_url(conn.url)
         self.errors = 0
         self.client = paho.Client(CallbackAPIVersion.VERSION2,
@@ -379,6 +397,11 @@ class DetectorService:
             return
         for alarm in self.detector.telemetry(parts[-2], message):
             client.publish(self.conn.alarm_topic, json.dumps(alarm), qos=self.conn.qos)
+        t = message.get("t")
+        if isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t) and (
+                t - self.last_beat >= self.heartbeat_s or t < self.last_beat):
+            self.last_beat = float(t)
+            client.publish(self.conn.heartbeat_topic, json.dumps({"t": t}), qos=0)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -398,11 +421,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="telemetry seconds of the level-decay estimate")
     p.add_argument("--reservoir-area", type=float, default=RESERVOIR_AREA, help="m2")
     p.add_argument("--density", type=float, default=WATER_DENSITY, help="kg/m3")
+    p.add_argument("--heartbeat", type=float, default=HEARTBEAT_S,
+                   help="telemetry seconds between heartbeats")
     p.add_argument("--name", default="leak_detector",
                    help="topic level under sut/ (run several detectors side by side)")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
-    for name in ("threshold", "window", "reservoir_area", "density"):
+    for name in ("threshold", "window", "reservoir_area", "density", "heartbeat"):
         if not getattr(args, name) > 0:
             p.error(f"--{name.replace('_', '-')} must be > 0")
     if not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", args.name):
@@ -423,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 window_s=args.window, reservoir_area_m2=args.reservoir_area,
                                 density_kg_m3=args.density)
     service = DetectorService(Connection(args.mqtt, args.prefix, args.site, args.name),
-                              LeakDetector(settings))
+                              LeakDetector(settings), args.heartbeat)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
