@@ -147,3 +147,25 @@ def test_the_run_summary_carries_and_prints_the_economics() -> None:
     table = economics_table(summary)
     for spec in REGISTRY.values():
         assert spec.label in table
+
+
+def test_the_report_section_shows_every_figure_and_a_payback_chart() -> None:
+    import re
+    import xml.etree.ElementTree as ET
+
+    from rig.present.report import economics_section
+
+    m, site = made_up_case()
+    case = business_case(m, site)
+    page = "\n".join(economics_section(case, 20.0))
+    for name in REGISTRY:
+        assert f"<code>{name}</code>" in page
+    svg = re.search(r"<svg.*?</svg>", page, re.DOTALL)
+    assert svg is not None
+    root = ET.fromstring(svg.group(0))  # well-formed, self-contained
+    lines = [p for p in root.iter("{http://www.w3.org/2000/svg}path")]
+    assert len(lines) == 3
+    for p in lines:  # one vertex per sensitivity factor
+        assert p.get("d", "").count("L") == len(SENSITIVITY_FACTORS) - 1
+    assert "heat price" in page and "capital cost" in page
+    assert "No economics" in "\n".join(economics_section(None))

@@ -29,6 +29,8 @@ import numpy as np
 from rig.assess.expect import START, Verdict, read_columns, unit_dimension
 from rig.present.summary import FaultRow, unit_shown
 from rig.record.store import RunStore
+from twin.economics import REGISTRY as ECONOMICS
+from twin.economics import BusinessCase
 from twin.errors import RunStoreError
 from twin.kpis import REGISTRY
 from twin.units import format_quantity, parse_quantity
@@ -448,6 +450,90 @@ def _kpi_row(name: str, label: str, description: str, value: float, unit: str) -
             f'{esc(label)}</td><td class="num">{shown}</td><td>{esc(unit)}</td></tr>')
 
 
+SENSITIVITY_LABEL = {"heat_price": "heat price", "electricity_price": "electricity price",
+                     "capex": "capital cost"}
+
+
+def svg_sensitivity(case: BusinessCase, lifetime: float) -> str:
+    """An inline SVG of simple payback (years) against each sensitivity parameter's change
+    (-50 % to +50 %), drawn like `svg_plot`; a payback that never comes (or is beyond
+    twice ``lifetime``) is drawn at that cap."""
+    cap = 2.0 * lifetime
+    series = {k: [(100.0 * (f - 1.0), min(cap, p) if math.isfinite(p) and p >= 0 else cap)
+                  for f, p in rows] for k, rows in case.sensitivity.items()}
+    values = [p for rows in series.values() for _, p in rows]
+    xs = [x for rows in series.values() for x, _ in rows]
+    lo, hi = 0.0, max([*values, 1.0]) * 1.06
+    xlo, xhi = min([*xs, -50.0]), max([*xs, 50.0])
+    x0, x1 = MARGIN_L, PLOT_W - MARGIN_R
+    y0, y1 = PLOT_H - MARGIN_B, MARGIN_T
+
+    def sx(x: float) -> float:
+        return x0 + (x - xlo) * (x1 - x0) / (xhi - xlo)
+
+    def sy(v: float) -> float:
+        return y0 - (v - lo) * (y0 - y1) / (hi - lo)
+
+    title = "simple payback against price and capital cost"
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{PLOT_W}" height="{PLOT_H}" '
+           f'viewBox="0 0 {PLOT_W} {PLOT_H}" role="img" aria-label="{html.escape(title)}">',
+           f"<title>{html.escape(title)}</title>",
+           f'<rect x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" fill="#fcfcfc" '
+           'stroke="#999"/>']
+    for v in nice_ticks(lo, hi):
+        y = sy(v)
+        out.append(f'<line x1="{x0}" x2="{x1}" y1="{_fmt(y)}" y2="{_fmt(y)}" stroke="#e4e4e4"/>')
+        out.append(f'<text x="{x0 - 6}" y="{_fmt(y + 4)}" text-anchor="end" class="tick">'
+                   f"{_tick_label(v)}</text>")
+    for v in nice_ticks(xlo, xhi, 10):
+        x = sx(v)
+        out.append(f'<line x1="{_fmt(x)}" x2="{_fmt(x)}" y1="{y1}" y2="{y0}" stroke="#eee"/>')
+        out.append(f'<text x="{_fmt(x)}" y="{y0 + 16}" text-anchor="middle" class="tick">'
+                   f"{_tick_label(v)}</text>")
+    out.append(f'<text x="{(x0 + x1) / 2}" y="{PLOT_H - 8}" text-anchor="middle" '
+               'class="axis">change of the parameter from the site\'s value (%)</text>')
+    out.append(f'<text x="16" y="{(y0 + y1) / 2}" text-anchor="middle" class="axis" '
+               f'transform="rotate(-90 16 {(y0 + y1) / 2})">simple payback (years)</text>')
+    out.append(f'<text x="{x0}" y="18" class="title">{html.escape(title)} (capped at '
+               f"{cap:g} years)</text>")
+    for i, (name, rows) in enumerate(series.items()):
+        colour = COLOURS[i % len(COLOURS)]
+        path = " ".join(f"{'M' if j == 0 else 'L'}{_fmt(sx(x))},{_fmt(sy(p))}"
+                        for j, (x, p) in enumerate(rows))
+        label = SENSITIVITY_LABEL.get(name, name)
+        out.append(f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="1.6">'
+                   f"<title>{html.escape(label)}</title></path>")
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def economics_section(case: BusinessCase | None, lifetime: float = 20.0) -> list[str]:
+    """The report's Economics section: the figures of `twin.economics.REGISTRY` and the
+    payback sensitivity chart."""
+    if case is None:
+        return ["<h2>Economics</h2>", "<p>No economics (the run has no simulated time).</p>"]
+    esc = html.escape
+    rows = []
+    for name, spec in ECONOMICS.items():
+        if name not in case.values:
+            continue
+        value = case.values[name]
+        shown = (f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
+                 ) if math.isfinite(value) else "never" if spec.unit == "a" else "\u2013"
+        rows.append(f'<tr><td><code>{esc(name)}</code></td><td title="{esc(spec.description)}">'
+                    f'{esc(spec.label)}</td><td class="num">{shown}</td>'
+                    f"<td>{esc(unit_shown(case.unit(name)))}</td></tr>")
+    legend = "".join(f'<li><span class="sw" style="background:{COLOURS[i % len(COLOURS)]}">'
+                     f"</span>{esc(SENSITIVITY_LABEL.get(k, k))}</li>"
+                     for i, k in enumerate(case.sensitivity))
+    return ["<h2>Economics</h2>",
+            f'<p class="meta">annualised from the run, money in {esc(case.currency)}</p>',
+            "<table><tr><th>figure</th><th>meaning</th><th>value</th><th>unit</th></tr>"
+            f"{''.join(rows)}</table>",
+            f'<figure>{svg_sensitivity(case, lifetime)}<figcaption><ul class="legend">'
+            f"{legend}</ul></figcaption></figure>"]
+
+
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#222;
 background:#fff;max-width:1100px}
@@ -474,7 +560,8 @@ ul.legend li{display:inline-block;margin-right:16px}
 
 def report_html(scenario_name: str, verdicts: Sequence[Verdict], store: RunStore,
                 faults: Sequence[FaultRow], kpis: Mapping[str, float] | None,
-                fault_points: Mapping[str, Sequence[str]] | None = None) -> str:
+                fault_points: Mapping[str, Sequence[str]] | None = None,
+                economics: BusinessCase | None = None) -> str:
     """The HTML report as text (see the module docstring)."""
     fault_points = fault_points or {}
     run_end = store.last_sample_time() or 0.0
@@ -505,6 +592,8 @@ def report_html(scenario_name: str, verdicts: Sequence[Verdict], store: RunStore
     rows = _kpi_rows(kpis) if kpis else ""
     parts.append(f"<table><tr><th>KPI</th><th>meaning</th><th>value</th><th>unit</th></tr>"
                  f"{rows}</table>" if rows else "<p>No KPIs recorded.</p>")
+    lifetime = store.manifest.get("site_config", {}).get("economics", {}).get("lifetime", 20)
+    parts += economics_section(economics, float(lifetime))
     parts.append("<h2>Faults</h2>")
     if not faults:
         parts.append("<p>No faults.</p>")
@@ -560,12 +649,14 @@ def _fault_section(store: RunStore, fault: FaultRow, verdicts: Sequence[Verdict]
 def write_reports(run_dir: str | Path, scenario_name: str, verdicts: Sequence[Verdict],
                   store: RunStore, faults: Sequence[FaultRow],
                   kpis: Mapping[str, float] | None,
-                  fault_points: Mapping[str, Sequence[str]] | None = None) -> dict[str, Path]:
+                  fault_points: Mapping[str, Sequence[str]] | None = None,
+                  economics: BusinessCase | None = None) -> dict[str, Path]:
     """Write ``verdicts.json``, ``junit.xml`` and ``report.html`` into ``run_dir``.
 
     ``faults``: the run's `FaultRow`s; ``kpis``: the run's KPIs, name -> value in
     the unit of `twin.kpis.REGISTRY`; ``fault_points``: fault id -> point ids to plot
-    besides the points of the expectations anchored to it. Returns {"verdicts", "junit",
+    besides the points of the expectations anchored to it; ``economics``: the run's business
+    case (the report's Economics section). Returns {"verdicts", "junit",
     "html"} -> path.
     """
     run_dir = Path(run_dir)
@@ -576,7 +667,8 @@ def write_reports(run_dir: str | Path, scenario_name: str, verdicts: Sequence[Ve
         "verdicts": write_verdicts_json(run_dir, verdicts),
         "junit": write_junit(run_dir, scenario_name, verdicts, properties),
         "html": _write(run_dir / "report.html",
-                       report_html(scenario_name, verdicts, store, faults, kpis, fault_points)),
+                       report_html(scenario_name, verdicts, store, faults, kpis, fault_points,
+                                   economics=economics)),
     }
     log.info("reports written to %s", run_dir)
     return paths

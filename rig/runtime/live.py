@@ -344,7 +344,8 @@ class LiveRig:
         self.store.write_kpis(summary.kpis)
         if self.scenario is not None:
             summary.scenario = judge(self.scenario, self.store, self.faults, self.twin.now,
-                                     self.opt.out_dir, summary.kpis)
+                                     self.opt.out_dir, summary.kpis,
+                                     economics=summary.economics)
         self.store.flush()
         summary.record_hash = data_hash(self.store)
         return summary

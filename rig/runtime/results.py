@@ -12,6 +12,7 @@ from rig.present.report import write_reports
 from rig.present.summary import FaultRow, Pacing, ScenarioOutcome
 from rig.record.store import RunStore
 from rig.runtime.clock import PacerStats
+from twin.economics import BusinessCase
 
 
 def pacing(stats: PacerStats, speed: float, total_wall_s: float) -> Pacing:
@@ -37,13 +38,14 @@ def plain(stats: dict[str, Any]) -> dict[str, Any]:
 
 
 def judge(scenario: Any, store: RunStore, faults: list[ScheduledFault], now: float,
-          out_dir: Path, kpis: Mapping[str, float]) -> ScenarioOutcome:
+          out_dir: Path, kpis: Mapping[str, float],
+          economics: BusinessCase | None = None) -> ScenarioOutcome:
     """Evaluate the scenario's expectations at simulated time ``now`` (s); store the
     verdicts, write the reports; return the summary's scenario part."""
     verdicts = evaluate(scenario.expect, store, {f.spec.id: f.onset_s for f in faults}, now)
     for v in verdicts:
         store.write_verdict(v.name, v.verdict, v.evidence)
     reports = write_reports(out_dir, scenario.name, verdicts, store,
-                            [fault_row(f) for f in faults], kpis)
+                            [fault_row(f) for f in faults], kpis, economics=economics)
     return ScenarioOutcome(scenario=scenario.name, verdicts=verdicts,
                            reports={k: str(p) for k, p in reports.items()})
