@@ -156,6 +156,8 @@ def test_alive_on_a_heartbeat_point_and_on_messages(store: RunStore) -> None:
     assert v.evidence["signs"] == 15  # 600, 620 .. 880 s
     assert check(store, {"kind": "alive", "topic": BEATS, "max_gap": "1 min",
                          "within": 800}).passed
+    v = check(store, {"kind": "alive", "topic": "sut/none", "max_gap": 60, "within": 30})
+    assert v.passed and v.evidence["signs"] == 0 and v.evidence["time_to_s"] is None
 
 
 def test_every_windowed_verdict_has_time_to(store: RunStore) -> None:

@@ -1079,7 +1079,8 @@ def _alive(exp: AliveExpectation, run: _Run, w: _Window) -> Result:
         return "fail", {**evidence, "t": float(edges[i])}, (
             f"no {what} for {gaps[i]:g} s, from t = {edges[i]:g} s to {end} (allowed "
             f"{exp.max_gap:g} s)")
-    evidence["time_to_s"] = float(signs[0]) - w.anchor_s
+    if len(signs):
+        evidence["time_to_s"] = float(signs[0]) - w.anchor_s
     return "pass", evidence, (f"{len(signs)} {what} {w.describe()}, longest gap "
                               f"{gaps[i]:g} s")
 
