@@ -12,6 +12,15 @@ Safety (after Modelica Buildings' HeatPumps safety blocks): high condensing pres
 evaporating pressure, anti-freeze, minimum water flow (each a latched trip with a counter,
 cleared by a reset once the cause is gone), minimum on and off times and a maximum number
 of starts per hour.
+
+``cycle: two_stage`` (flash-tank economiser, `twin.refrigerant_two_stage`) and ``cascade``
+(`twin.refrigerant_cascade`) evaluate a staged cycle map instead. The low-stage
+compressor's displacement, speed and suction density set the refrigerant flow (the high
+stage is sized to carry ``mass_ratio`` times it; its volumetric efficiency uses the
+low-stage pressure ratio). Staged machines add per-stage trips: low-stage high pressure
+(intermediate or cascade temperature above ``low_stage_max_condensing``) and the
+discharge temperature of each stage above ``max_discharge``; any trip stops both stages,
+as one safety chain does.
 """
 
 from __future__ import annotations
@@ -21,13 +30,32 @@ from collections import deque
 from twin.controls import Ramp
 from twin.errors import RefrigerantError
 from twin.points import Command
-from twin.refrigerant import CycleSpec, CycleState, cycle_map, envelope
+from twin.refrigerant import CycleMap, CycleSpec, CycleState, cycle_map
+from twin.refrigerant_cascade import CascadeSpec
+from twin.refrigerant_staged import HT_MIN_LIFT_K, StagedMap, StagedState, staged_map
+from twin.refrigerant_two_stage import TwoStageSpec
 from twin.site import HeatPump as HeatPumpSpec
 from twin.thermal import mixed_node
 from twin.water import CP_WATER
 
 POLYTROPIC_EXPONENT = 1.1  # for the re-expansion of the clearance volume
 TRIPS = ("high_pressure", "low_pressure", "antifreeze", "min_flow", "compressor")
+STAGE_TRIPS = ("low_stage_high_pressure", "low_stage_discharge", "high_stage_discharge")
+SINGLE_MIN_LIFT_K = 5.0  # single-stage condensing clamped to >= evaporating + this, K
+
+
+def staged_spec(spec: HeatPumpSpec) -> TwoStageSpec | CascadeSpec:
+    """The two-stage or cascade cycle spec of a staged heat pump (RefrigerantError if the
+    parameters cannot be used)."""
+    if spec.cycle == "two_stage":
+        return TwoStageSpec(spec.refrigerant, eta_low=spec.eta_low, eta_high=spec.eta_high,
+                            t_int_C=spec.intermediate_temperature)
+    if spec.cycle == "cascade":
+        return CascadeSpec(spec.low_stage_refrigerant, spec.refrigerant,
+                           approach_K=spec.cascade_approach,
+                           t_cascade_C=spec.cascade_temperature, eta_low=spec.eta_low,
+                           eta_high=spec.eta_high)
+    raise ValueError(f"cycle {spec.cycle!r} is not staged")
 
 
 class HeatPumpUnit:
@@ -37,9 +65,17 @@ class HeatPumpUnit:
                  t_cond_water: float) -> None:
         self.name = name
         self.spec = spec
-        self.cycle_spec = CycleSpec(spec.refrigerant)
-        self.map = cycle_map(self.cycle_spec)
-        env = envelope(self.cycle_spec)
+        self.staged = spec.cycle != "single"
+        self.map: CycleMap | StagedMap
+        if self.staged:
+            self.cycle_spec: CycleSpec | TwoStageSpec | CascadeSpec = staged_spec(spec)
+            self.map = staged_map(staged_spec(spec))
+            self.min_lift = HT_MIN_LIFT_K
+        else:
+            self.cycle_spec = CycleSpec(spec.refrigerant)
+            self.map = cycle_map(self.cycle_spec)
+            self.min_lift = SINGLE_MIN_LIFT_K
+        self.envelope = env = self.map.envelope
         self.t_cond_limit = min(spec.max_condensing, env[3])
         self.t_evap_floor = max(spec.min_evaporating, env[0])
         self.enable = Command(0.0, 0.0)
@@ -50,7 +86,8 @@ class HeatPumpUnit:
         self.running = False
         self.last_change = -1e12  # s, last start or stop
         self.starts: deque[float] = deque()
-        self.trips = dict.fromkeys(TRIPS, False)
+        self.trip_kinds = TRIPS + STAGE_TRIPS if self.staged else TRIPS
+        self.trips = dict.fromkeys(self.trip_kinds, False)
         self.trip_count = 0
         self.lockout = False  # start refused: too many starts in the last hour
         self.evap_temp = t_evap_water  # evaporator water node, degC
@@ -61,7 +98,7 @@ class HeatPumpUnit:
         self.cond_in = t_cond_water
         self.evap_flow = 0.0  # kg/s
         self.cond_flow = spec.min_flow  # kg/s
-        self.state: CycleState | None = None
+        self.state: CycleState | StagedState | None = None
         self.q_evap = 0.0  # W
         self.q_cond = 0.0  # W
         self.power = 0.0  # W
@@ -87,7 +124,7 @@ class HeatPumpUnit:
         if self.reset.value >= 0.5:
             self.reset.hand_value = self.reset.auto = 0.0  # a pulse
             cleared = [k for k, v in self.trips.items() if v]
-            self.trips = dict.fromkeys(TRIPS, False)
+            self.trips = dict.fromkeys(self.trip_kinds, False)
             self.forced_trip = False
             if cleared:
                 self.events.append(("reset", "cleared " + ", ".join(cleared)))
@@ -139,9 +176,10 @@ class HeatPumpUnit:
             return
         t_evap = self.evap_temp - s.evaporator_approach
         t_cond = self.cond_temp + s.condenser_approach
-        lo_e, hi_e, lo_c, hi_c = envelope(self.cycle_spec)
+        lo_e, hi_e, lo_c, hi_c = self.envelope
         t_evap_c = min(max(t_evap, lo_e), hi_e)
-        t_cond_c = min(max(t_cond, lo_c, t_evap_c + 5.0), hi_c)
+        t_cond_c = min(max(t_cond, lo_c, t_evap_c + self.min_lift), hi_c)
+        st: CycleState | StagedState
         try:
             st = self.map.evaluate(t_evap_c, t_cond_c)
         except RefrigerantError:  # outside the map after clamping: stay safe, no output
@@ -149,7 +187,11 @@ class HeatPumpUnit:
             self.q_evap = self.q_cond = self.power = 0.0
             return
         self.state = st
-        ratio = st.p_cond_Pa / st.p_evap_Pa
+        if isinstance(st, StagedState):
+            ratio = st.pressure_ratio_low
+            self._stage_trips(st)
+        else:
+            ratio = st.p_cond_Pa / st.p_evap_Pa
         eta_vol = max(0.0, 1.0 - s.clearance_ratio * (ratio ** (1 / POLYTROPIC_EXPONENT) - 1))
         m_ref = (s.displacement * s.max_speed * speed * eta_vol * st.rho_suction_kg_m3
                  * self.capacity_factor)
@@ -162,6 +204,20 @@ class HeatPumpUnit:
         if t_evap < self.t_evap_floor:
             self._trip("low_pressure", f"evaporating {t_evap:.1f} degC < "
                        f"{self.t_evap_floor:.1f} degC")
+
+    def _stage_trips(self, st: StagedState) -> None:
+        """Per-stage trips of a staged machine; any of them stops both stages."""
+        s = self.spec
+        both = " (both stages stopped)"
+        if st.t_mid_C > s.low_stage_max_condensing:
+            self._trip("low_stage_high_pressure", f"low stage condensing {st.t_mid_C:.1f} "
+                       f"degC > {s.low_stage_max_condensing:.1f} degC" + both)
+        if st.t_discharge_low_C > s.max_discharge:
+            self._trip("low_stage_discharge", f"low-stage discharge {st.t_discharge_low_C:.1f}"
+                       f" degC > {s.max_discharge:.1f} degC" + both)
+        if st.t_discharge_high_C > s.max_discharge:
+            self._trip("high_stage_discharge", f"high-stage discharge "
+                       f"{st.t_discharge_high_C:.1f} degC > {s.max_discharge:.1f} degC" + both)
 
     def condenser_flow_control(self) -> None:
         """Condenser pump: flow for the leaving-water setpoint, within its limits (kg/s)."""

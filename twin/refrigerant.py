@@ -58,6 +58,7 @@ class Refrigerant:
     t_crit_C: float  # critical temperature in CoolProp 8.0.0 (degC), checked by the tests
     mass_fractions: tuple[float, ...] | None = None  # for mixtures, in fluid order
     gwp: float | None = None  # None where DOMAIN.md gives no figure
+    safety_class: str = ""  # ASHRAE 34 / ISO 817: A1, A2L, A3, B1, B2L
 
     @property
     def mixture(self) -> bool:
@@ -66,20 +67,38 @@ class Refrigerant:
 
 
 REFRIGERANTS: dict[str, Refrigerant] = {
-    "R1234ze(E)": Refrigerant("R1234ze(E)", "R1234ze(E)", 109.363, gwp=1.0),  # "< 1"
-    "R32": Refrigerant("R32", "R32", 78.105, gwp=675.0),
-    "R410A": Refrigerant("R410A", "R410A", 71.344, gwp=2088.0),  # pseudo-pure in CoolProp
+    "R1234ze(E)": Refrigerant("R1234ze(E)", "R1234ze(E)", 109.363, gwp=1.0,  # "< 1"
+                              safety_class="A2L"),
+    "R32": Refrigerant("R32", "R32", 78.105, gwp=675.0, safety_class="A2L"),
+    "R410A": Refrigerant("R410A", "R410A", 71.344, gwp=2088.0,  # pseudo-pure in CoolProp
+                         safety_class="A1"),
     # R32/R1234yf 68.9/31.1 % by mass, as CoolProp's "R454B.mix" (same results; the
     # explicit HEOS mixture is created 20x faster); t_crit = stable mixture critical point
-    "R454B": Refrigerant("R454B", "R32&R1234yf", 78.280, (0.689, 0.311), gwp=466.0),
-    "R717": Refrigerant("R717", "R717", 132.410),
-    "R134a": Refrigerant("R134a", "R134a", 101.062),
+    "R454B": Refrigerant("R454B", "R32&R1234yf", 78.280, (0.689, 0.311), gwp=466.0,
+                         safety_class="A2L"),
+    "R717": Refrigerant("R717", "R717", 132.410, safety_class="B2L"),
+    "R134a": Refrigerant("R134a", "R134a", 101.062, safety_class="A1"),
 }
+
+# High-temperature fluids (condensing up to T_COND_CAP_C): GWP 100-year from IPCC AR5
+# (WG1 ch. 8, table 8.A.1), safety classes from ASHRAE 34, as DOMAIN.md quotes them.
+HT_REFRIGERANTS: dict[str, Refrigerant] = {
+    "R1233zd(E)": Refrigerant("R1233zd(E)", "R1233zd(E)", 165.710, gwp=1.0,
+                              safety_class="A1"),
+    "R1336mzz(Z)": Refrigerant("R1336mzz(Z)", "R1336mzz(Z)", 171.350, gwp=2.0,
+                               safety_class="A1"),
+    "R245fa": Refrigerant("R245fa", "R245fa", 153.860, gwp=858.0, safety_class="B1"),
+    "R600": Refrigerant("R600", "n-Butane", 151.975, gwp=4.0, safety_class="A3"),
+    "R601": Refrigerant("R601", "n-Pentane", 196.550, gwp=5.0, safety_class="A3"),
+}
+
+# Every supported fluid: the single-stage set above and the high-temperature fluids
+ALL_REFRIGERANTS: dict[str, Refrigerant] = {**REFRIGERANTS, **HT_REFRIGERANTS}
 
 
 @dataclass(frozen=True)
 class CycleSpec:
-    """Cycle parameters: fluid (a key of REFRIGERANTS), superheat and subcooling (K),
+    """Cycle parameters: fluid (a key of ALL_REFRIGERANTS), superheat and subcooling (K),
     compressor isentropic efficiency (-)."""
 
     fluid: str
@@ -88,9 +107,9 @@ class CycleSpec:
     eta_isentropic: float = 0.7
 
     def __post_init__(self) -> None:
-        if self.fluid not in REFRIGERANTS:
+        if self.fluid not in ALL_REFRIGERANTS:
             raise RefrigerantError(
-                f"unknown refrigerant {self.fluid!r}; supported: {', '.join(REFRIGERANTS)}")
+                f"unknown refrigerant {self.fluid!r}; supported: {', '.join(ALL_REFRIGERANTS)}")
         if not 0.0 <= self.superheat_K <= 30.0:
             raise RefrigerantError(f"{self.fluid}: superheat {self.superheat_K} K not in 0..30 K")
         if not 0.0 <= self.subcooling_K <= 20.0:
@@ -124,7 +143,7 @@ class CycleState:
 def critical_temperature_C(fluid: str) -> float:
     """Critical temperature of a supported fluid (degC); for R454B the stable critical
     point of the mixture."""
-    return REFRIGERANTS[fluid].t_crit_C
+    return ALL_REFRIGERANTS[fluid].t_crit_C
 
 
 @cache
@@ -180,7 +199,7 @@ def _state(fluid: str) -> Any:
         import CoolProp.CoolProp
 
         CP = CoolProp.CoolProp
-    ref = REFRIGERANTS[fluid]
+    ref = ALL_REFRIGERANTS[fluid]
     a = CP.AbstractState("HEOS", ref.coolprop)
     if ref.mass_fractions is not None:
         a.set_mass_fractions(list(ref.mass_fractions))
@@ -239,7 +258,7 @@ def _saturation_guesses(fluid: str, quality: float) -> tuple[float, list[Any]]:
 
 def _saturate(a: Any, fluid: str, quality: float, t_C: float) -> None:
     """Update ``a`` to the saturated state (quality 0 bubble, 1 dew) at t_C (degC)."""
-    if REFRIGERANTS[fluid].mixture:
+    if ALL_REFRIGERANTS[fluid].mixture:
         lo, table = _saturation_guesses(fluid, quality)
         k = round((t_C - lo) / _SAT_STEP_K)
         if 0 <= k < len(table):
@@ -257,7 +276,7 @@ def _suction(spec: CycleSpec, t_evap_C: float) -> tuple[float, float, float, flo
     _saturate(a, spec.fluid, 1.0, t_evap_C)
     p = a.p()
     if spec.superheat_K > 0.0:
-        if REFRIGERANTS[spec.fluid].mixture:
+        if ALL_REFRIGERANTS[spec.fluid].mixture:
             a.specify_phase(CP.iphase_gas)  # skip the (slow) mixture phase-envelope flash
         try:
             a.update(CP.PT_INPUTS, p, t_evap_C + spec.superheat_K + T0_K)
@@ -272,7 +291,7 @@ def _liquid(spec: CycleSpec, t_cond_C: float) -> tuple[float, float]:
     _saturate(a, spec.fluid, 0.0, t_cond_C)
     p = a.p()
     if spec.subcooling_K > 0.0:
-        if REFRIGERANTS[spec.fluid].mixture:
+        if ALL_REFRIGERANTS[spec.fluid].mixture:
             a.specify_phase(CP.iphase_liquid)
         try:
             a.update(CP.PT_INPUTS, p, t_cond_C - spec.subcooling_K + T0_K)
@@ -308,7 +327,7 @@ def _compress(spec: CycleSpec, p_cond: float, h1: float, s1: float,
               t_suction_C: float, t_cond_C: float) -> tuple[float, float]:
     """Compressor: (w = h2 - h1 J/kg, discharge temperature degC) from state 1 to p_cond."""
     a = _state(spec.fluid)
-    if REFRIGERANTS[spec.fluid].mixture:
+    if ALL_REFRIGERANTS[spec.fluid].mixture:
         guess = max(t_suction_C, t_cond_C) + 0.3 * (t_cond_C - t_suction_C) + 10.0 + T0_K
         t2s = _gas_newton(a, p_cond, s1, True, guess)
         w = (a.hmass() - h1) / spec.eta_isentropic
@@ -335,6 +354,13 @@ def cycle_heos(spec: CycleSpec, t_evap_C: float, t_cond_C: float) -> CycleState:
     err = _envelope_error(spec.fluid, t_evap_C, t_cond_C)
     if err is not None:
         raise err
+    return solve_cycle(spec, t_evap_C, t_cond_C)
+
+
+def solve_cycle(spec: CycleSpec, t_evap_C: float, t_cond_C: float) -> CycleState:
+    """``cycle_heos`` without the envelope check, for the circuits of staged cycles (a
+    cascade's high stage evaporates above ``T_EVAP_MAX_C``). Needs t_cond_C > t_evap_C and
+    t_cond_C below the critical temperature; raises RefrigerantError when CoolProp fails."""
     try:
         p_evap, h1, s1, rho1 = _suction(spec, t_evap_C)
         p_cond, h3 = _liquid(spec, t_cond_C)

@@ -31,7 +31,9 @@ from twin.units import (
     Volume,
 )
 
-Refrigerant = Literal["R1234ze(E)", "R32", "R410A", "R454B", "R717", "R134a"]
+Refrigerant = Literal["R1234ze(E)", "R32", "R410A", "R454B", "R717", "R134a",
+                      "R1233zd(E)", "R1336mzz(Z)", "R245fa", "R600", "R601"]
+CycleKind = Literal["single", "two_stage", "cascade"]
 WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 WaterClass = Literal["W17", "W27", "W32", "W40", "W45"]
 SutSequence = Literal["leak_isolation", "heatpump_reset", "heatpump_standby", "standby_pump"]
@@ -155,6 +157,35 @@ class HeatPump(Strict):
     max_starts_per_hour: Positive = Field(4, le=60)
     cycle_period: Duration = Field(5.0, gt=0, le=60)  # refrigerant cycle re-evaluation
     water_mass: Mass = Field(300.0, gt=0)  # water in each exchanger
+    # Staged cycles (twin.refrigerant_two_stage, twin.refrigerant_cascade). ``refrigerant``
+    # is the fluid of a two-stage machine and the high stage of a cascade.
+    cycle: CycleKind = "single"
+    low_stage_refrigerant: Refrigerant = "R717"  # cascade low stage
+    eta_low: Fraction = Field(0.7, ge=0.3, le=1)  # isentropic efficiency, low stage
+    eta_high: Fraction = Field(0.7, ge=0.3, le=1)  # isentropic efficiency, high stage
+    intermediate_temperature: Temperature | None = None  # two-stage p_int; None: geometric
+    cascade_temperature: Temperature | None = None  # low-stage condensing; None: best COP
+    cascade_approach: TemperatureDelta = Field(5.0, gt=0, le=20)  # cascade exchanger
+    max_discharge: Temperature = Field(200.0, ge=60, le=250)  # discharge trip, each stage
+    low_stage_max_condensing: Temperature = Field(120.0, ge=20, le=140)  # low-stage HP trip
+
+    @model_validator(mode="after")
+    def _staged_cycle(self) -> HeatPump:
+        if self.cycle == "single":
+            return self
+        from twin.errors import RefrigerantError
+        from twin.heatpump import staged_spec
+
+        try:
+            spec = staged_spec(self)
+        except RefrigerantError as exc:
+            raise ValueError(str(exc)) from None
+        t_need = self.supply_setpoint + self.condenser_approach
+        if t_need > spec.envelope()[3]:
+            raise ValueError(f"supply_setpoint {self.supply_setpoint:g} degC needs condensing "
+                             f"at {t_need:g} degC, above the {spec.label} envelope "
+                             f"({spec.envelope()[3]:g} degC)")
+        return self
 
 
 class DryCooler(Strict):
