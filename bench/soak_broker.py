@@ -5,7 +5,7 @@ telemetry message a subscriber receives, and reports min/median/max; it fails (e
 any exceeds 2 s or a message handed to the adapter was dropped or never confirmed. The
 measurement is the one of ``tests/test_mqtt_hardening.py`` (5 restarts there).
 
-    .venv/bin/python -m bench.soak_broker [--restarts 20]
+    .venv/bin/python -m bench.soak_broker [--restarts 20] [--reconnect-max S]
 """
 
 from __future__ import annotations
@@ -28,12 +28,16 @@ DOWNTIMES_S = (0.2, 0.5, 1.0, 2.0, 3.2)  # outage lengths cycled through (s)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--restarts", type=int, default=20, help="broker kills (default 20)")
+    parser.add_argument("--reconnect-max", type=float, default=None,
+                        help="cap of the reconnect backoff, s (default: MqttConfig's)")
     args = parser.parse_args(argv)
     if args.restarts < 1:
         parser.error("--restarts must be >= 1")
+    config = {} if args.reconnect_max is None else {
+        "reconnect_min_s": min(1.0, args.reconnect_max), "reconnect_max_s": args.reconnect_max}
     downtimes = [DOWNTIMES_S[i % len(DOWNTIMES_S)] for i in range(args.restarts)]
     with Mosquitto() as broker:
-        times, stats = reconnect_times(broker, downtimes)
+        times, stats = reconnect_times(broker, downtimes, **config)
     lost = stats["dropped"] + stats["sent"] - stats["published"]
     report = {
         "restarts": len(times),

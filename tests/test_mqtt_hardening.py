@@ -160,19 +160,20 @@ def test_topic_with_newline_cannot_forge_a_log_line(
 # --------------------------------------------------------------------------- reconnect
 
 
-def reconnect_times(broker: Mosquitto, downtimes: list[float]) -> tuple[
+def reconnect_times(broker: Mosquitto, downtimes: list[float], **config: Any) -> tuple[
         list[float], dict[str, Any]]:
     """Kill ``broker`` and restart it after each of ``downtimes`` (s) while an adapter
     publishes telemetry. (Outages of a few seconds are the ones an open-ended backoff
     turns into long waits.)
 
     Returns the times (s) from each restart's readiness to the first telemetry message a
-    subscriber receives afterwards, and the adapter's final stats.
+    subscriber receives afterwards, and the adapter's final stats. ``config``: more
+    `MqttConfig` fields (e.g. the reconnect delays).
     """
     prefix = unique_name("heatrig")
     twin = Twin(Site(name=SITE), seed=1)
     telemetry = topics.telemetry(prefix, SITE, "district")
-    ad = _adapter(broker.url, twin, prefix).start(wait_s=WAIT_S)
+    ad = _adapter(broker.url, twin, prefix, **config).start(wait_s=WAIT_S)
     stop = threading.Event()
     got = threading.Event()
     arrivals: list[float] = []
