@@ -380,7 +380,11 @@ class _Image:
 
 
 class _Connection(asyncio.Protocol):
-    """One client connection: splits the TCP stream into MBAP frames and serves them."""
+    """One client connection: splits the TCP stream into MBAP frames and serves them.
+
+    Hand-written rather than pymodbus' transport and framer, which lose pipelined
+    requests and stall on a bad protocol id (see the module docstring).
+    """
 
     def __init__(self, server: ModbusServer) -> None:
         self.server = server
