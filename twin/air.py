@@ -25,7 +25,8 @@ class AirSide:
     def step(self, heat_in: float, dt: float) -> float:
         """Advance by dt with heat_in (W) from the racks; return heat to the water (W)."""
         s = self.spec
-        gain = s.room_heat_capacity / 300.0  # W/K, settles within minutes
+        # W/K, settles within minutes; at steps longer than that, within one step (stable)
+        gain = s.room_heat_capacity / max(300.0, dt)
         wanted = heat_in + self.fan_power + gain * (self.temp - self.setpoint.value)
         self.removed = min(s.capacity * self.capacity_factor, max(0.0, wanted))
         self.chiller_power = self.removed / s.chiller_cop

@@ -5,6 +5,12 @@ heat pump (every ``cycle_period``), the boundary profiles (every minute), the he
 staging (every 10 s) and the sensor sampling (every sensor period). Callers add their own
 periodic callbacks with `Twin.every` and advance time with `Twin.run_until`; writes made
 between two calls take effect at the next physics step.
+
+Coarse steps (``time_step`` up to `twin.site.MAX_TIME_STEP_S`, for long studies): every
+periodic process runs at max(its period, ``time_step``) and the controllers integrate over
+that period, so one physics step sees at most one profile update, staging decision, cycle
+evaluation and sensor sample. The nodes are integrated exactly, so the energy balance
+still closes.
 """
 
 from __future__ import annotations
@@ -22,12 +28,12 @@ from twin.controls import PI
 from twin.defaults import DEFAULT_SEED, DEFAULT_START
 from twin.district import DistrictSide
 from twin.drycooler import DryCoolerUnit
+from twin.economics import BusinessCase, business_case
 from twin.facility import Hydraulics, Main, valve_conductance
 from twin.heatpump import HeatPumpUnit
 from twin.kpis import (
     ASHRAE_RECOMMENDED_AIR,
     WATER_CLASS_LIMIT,
-from twin.economics import BusinessCase, business_case
     Factors,
     Kpis,
     Meters,
@@ -66,6 +72,9 @@ class Twin:
         self.env = simpy.Environment()
         self.calendar = Calendar(start)
         self.dt = site.time_step
+        # a periodic process never runs more often than the physics step (coarse steps)
+        self.profile_period = max(PROFILE_PERIOD_S, self.dt)
+        self.staging_period = max(STAGING_PERIOD_S, self.dt)
         root = np.random.SeedSequence(seed)
         weather_seed, load_seed = root.spawn(2)
         self.weather = OutdoorTemperature(site.weather, self.calendar,
@@ -100,6 +109,7 @@ class Twin:
         self.after_heat_pumps = t_ret
         self.outdoor = self.weather.value
         self.meters = Meters(hp_running_s=[0.0] * hp.count)
+        self.peak_heating = 0.0  # W, highest heat-pump heating power of a step so far
         self.events: list[Event] = []
         self._listeners: list[Callable[[Event], None]] = []
         self.points = PointTable()
@@ -111,10 +121,9 @@ class Twin:
         self.sensors.sample(0.0, 0)
         self._energy_start = self.stored_energy()
         self.env.process(self._physics())
-        self.peak_heating = 0.0  # W, highest heat-pump heating power of a step so far
-        self.env.process(self._periodic(PROFILE_PERIOD_S, self._profiles))
-        self.env.process(self._periodic(STAGING_PERIOD_S, self._staging))
-        self.env.process(self._periodic(hp.cycle_period, self._cycles))
+        self.env.process(self._periodic(self.profile_period, self._profiles))
+        self.env.process(self._periodic(self.staging_period, self._staging))
+        self.env.process(self._periodic(max(hp.cycle_period, self.dt), self._cycles))
         self.env.process(self._sampling())
 
     # -- public API ---------------------------------------------------------------------
@@ -130,7 +139,9 @@ class Twin:
 
     def every(self, period: float, callback: Callable[[], None], *,
               offset: float = 0.0) -> None:
-        """Call ``callback()`` every ``period`` seconds of simulated time, first at offset."""
+        """Call ``callback()`` every ``period`` seconds of simulated time, first at offset;
+        never more often than the physics step (``period`` is raised to ``time_step``)."""
+        period = max(period, self.dt)
 
         def proc() -> Generator[simpy.Event, object, None]:
             if offset > 0:
@@ -198,6 +209,10 @@ class Twin:
         return kpi(name, self.meters,
                    Factors(e.electricity, e.fuel, self.site.district.boiler.efficiency))
 
+    def business_case(self) -> BusinessCase:
+        """The economics of the run so far (`twin.economics`)."""
+        return business_case(self.meters, self.site, peak_heating_w=self.peak_heating)
+
     def stored_energy(self) -> float:
         """Heat held in every node of the site relative to 0 degC (J)."""
         dt = self.dt
@@ -211,10 +226,6 @@ class Twin:
         return total
 
     def energy_balance(self) -> dict[str, float]:
-    def business_case(self) -> BusinessCase:
-        """The economics of the run so far (`twin.economics`)."""
-        return business_case(self.meters, self.site, peak_heating_w=self.peak_heating)
-
         """Inputs, outputs and storage change (J) and the residual over IT energy (-)."""
         m = self.meters
         stored = self.stored_energy() - self._energy_start
@@ -237,7 +248,7 @@ class Twin:
             self.step(dt)
 
     def _sampling(self) -> Generator[simpy.Event, object, None]:
-        period = self.site.sensors.period
+        period = max(self.site.sensors.period, self.dt)
         k = 0
         while True:
             yield self.env.timeout(period)
@@ -246,7 +257,7 @@ class Twin:
 
     def _profiles(self) -> None:
         t = self.now
-        self.outdoor = self.weather.update(t, PROFILE_PERIOD_S)
+        self.outdoor = self.weather.update(t, self.profile_period)
         self.utilisation.update(t)
         d = self.site.district
         self.demand = heat_demand(d, self.outdoor, self.calendar.hour(t))
@@ -264,7 +275,7 @@ class Twin:
         unit is staged up while one is tripped: replacing it is the SUT's job.
         """
         hp_spec = self.site.heat_pumps
-        dt = STAGING_PERIOD_S
+        dt = self.staging_period
         target = self.site.facility.supply_setpoint - 1.0
         cooling = self.hp_capacity_pid.update(target, self.after_heat_pumps, dt)
         full_bottom = hp_spec.supply_setpoint - 10.0
@@ -409,6 +420,7 @@ class Twin:
         n = len(self.heat_pumps)
         bottom = self.district.bottom
         out = 0.0
+        compressors = heating = 0.0
         for i, hp in enumerate(self.heat_pumps):
             hp.evap_in = t_in
             hp.evap_flow = flow / n
@@ -424,6 +436,8 @@ class Twin:
             hp.step_water(dt)
             out += hp.evap_out / n
             m.compressors += hp.power * dt
+            compressors += hp.power
+            heating += hp.q_cond
             m.evaporators += hp.q_evap * dt
             m.condensers += hp.q_cond * dt
             m.carnot_weighted += hp.carnot_cop * hp.power * dt
@@ -433,12 +447,10 @@ class Twin:
                 self.emit(hp.name, kind, message)
             hp.events.clear()
         self.after_heat_pumps = out if flow > 0 else t_in
+        m.compressors_by_hour[int(self.calendar.hour(t)) % 24] += compressors * dt
+        self.peak_heating = max(self.peak_heating, heating)
 
-        compressors = heating = 0.0
     def clock_time(self) -> datetime:
         """Calendar time of the present simulated instant."""
         return self.calendar.start + timedelta(seconds=self.now)
-            compressors += hp.power
-            heating += hp.q_cond
-        m.compressors_by_hour[int(self.calendar.hour(t)) % 24] += compressors * dt
-        self.peak_heating = max(self.peak_heating, heating)
+

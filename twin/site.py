@@ -39,6 +39,9 @@ WaterClass = Literal["W17", "W27", "W32", "W40", "W45"]
 SutSequence = Literal["leak_isolation", "heatpump_reset", "heatpump_standby", "standby_pump"]
 """Supervisory sequences a system under test can own (``Site.sut_owns``)."""
 Positive = Annotated[int, Field(ge=1)]
+MAX_TIME_STEP_S = 60.0
+"""Longest physics step (s): up to it the reference controls settle and a run's energies
+stay within 2 % of a 1 s run (docs/benchmarks.md, "Coarse steps"); beyond it they do not."""
 
 
 class Strict(BaseModel):
@@ -246,6 +249,34 @@ class Emissions(Strict):
     fuel: EmissionFactor = Field(0.20, ge=0, le=2)
 
 
+class Economics(Strict):
+    """Prices and financial assumptions of the business case (`twin.economics`).
+
+    Money in ``currency``; energy prices per kWh of electricity, per MWh of heat and per
+    MWh of fuel; sources of the defaults in docs/economics.md. CO2 intensities are the
+    ``emissions`` block and the boiler efficiency is ``district.boiler.efficiency``.
+    """
+
+    currency: str = Field("USD", pattern=r"^[A-Za-z$\u20ac\u00a3]{1,8}$")
+    electricity_price: float = Field(0.10, ge=0)  # per kWh
+    electricity_price_profile: list[Annotated[float, Field(ge=0)]] | None = Field(
+        None, min_length=24, max_length=24)  # per kWh for each hour of the day, 0-23
+    heat_price: float = Field(40.0, ge=0)  # per MWh of heat sold
+    fuel_price: float = Field(40.0, ge=0)  # per MWh of peak-boiler fuel
+    capex_per_kw: float = Field(1000.0, ge=0)  # per kW of heating capacity; article 500-1500
+    heating_capacity: Power | None = Field(None, gt=0)  # None: the run's peak heating power
+    installation_factor: float = Field(1.5, ge=1, le=5)  # installed over equipment cost
+    maintenance: Fraction = Field(0.02, ge=0, le=0.5)  # of capex per year
+    maintenance_per_year: float | None = Field(None, ge=0)  # absolute; replaces the fraction
+    discount_rate: Fraction = Field(0.06, gt=-1, le=1)
+    lifetime: Positive = Field(20, le=60)  # years
+    carbon_price: float = Field(80.0, ge=0)  # per t CO2 avoided
+    heat_demand_per_home: Annotated[float, Field(gt=0)] = 15.0  # MWh per home and year
+    rejection_electricity: Fraction = Field(0.02, ge=0, le=1)  # kWh fans per kWh rejected
+    renewable_share: Fraction = Field(0.0, ge=0, le=1)  # of the electricity supply (REF)
+    erf_minimum: Fraction = Field(0.0, ge=0, le=1)  # e.g. EnEfG 0.10 from July 2026
+
+
 class Sensors(Strict):
     """Sampling and quality of the virtual field instruments."""
 
@@ -279,34 +310,6 @@ class Protocols(Strict):
             if uid in seen:
                 raise ValueError(f"unit id {uid} given to both {seen[uid]} and {device}")
             seen[uid] = device
-class Economics(Strict):
-    """Prices and financial assumptions of the business case (`twin.economics`).
-
-    Money in ``currency``; energy prices per kWh of electricity, per MWh of heat and per
-    MWh of fuel; sources of the defaults in docs/economics.md. CO2 intensities are the
-    ``emissions`` block and the boiler efficiency is ``district.boiler.efficiency``.
-    """
-
-    currency: str = Field("USD", pattern=r"^[A-Za-z$\u20ac\u00a3]{1,8}$")
-    electricity_price: float = Field(0.10, ge=0)  # per kWh
-    electricity_price_profile: list[Annotated[float, Field(ge=0)]] | None = Field(
-        None, min_length=24, max_length=24)  # per kWh for each hour of the day, 0-23
-    heat_price: float = Field(40.0, ge=0)  # per MWh of heat sold
-    fuel_price: float = Field(40.0, ge=0)  # per MWh of peak-boiler fuel
-    capex_per_kw: float = Field(1000.0, ge=0)  # per kW of heating capacity; article 500-1500
-    heating_capacity: Power | None = Field(None, gt=0)  # None: the run's peak heating power
-    installation_factor: float = Field(1.5, ge=1, le=5)  # installed over equipment cost
-    maintenance: Fraction = Field(0.02, ge=0, le=0.5)  # of capex per year
-    maintenance_per_year: float | None = Field(None, ge=0)  # absolute; replaces the fraction
-    discount_rate: Fraction = Field(0.06, gt=-1, le=1)
-    lifetime: Positive = Field(20, le=60)  # years
-    carbon_price: float = Field(80.0, ge=0)  # per t CO2 avoided
-    heat_demand_per_home: Annotated[float, Field(gt=0)] = 15.0  # MWh per home and year
-    rejection_electricity: Fraction = Field(0.02, ge=0, le=1)  # kWh fans per kWh rejected
-    renewable_share: Fraction = Field(0.0, ge=0, le=1)  # of the electricity supply (REF)
-    erf_minimum: Fraction = Field(0.0, ge=0, le=1)  # e.g. EnEfG 0.10 from July 2026
-
-
         return unit_ids
 
 
@@ -315,7 +318,7 @@ class Site(Strict):
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")
     description: str = ""
-    time_step: Duration = Field(1.0, gt=0, le=3600)  # physics step; above 10 s: coarse mode
+    time_step: Duration = Field(1.0, gt=0, le=MAX_TIME_STEP_S)  # physics step
     weather: Weather = Weather()
     it_load: ITLoad = ITLoad()
     racks: Racks = Racks()
@@ -326,6 +329,7 @@ class Site(Strict):
     dry_coolers: DryCooler = DryCooler()
     district: District = District()
     emissions: Emissions = Emissions()
+    economics: Economics = Economics()
     sensors: Sensors = Sensors()
     protocols: Protocols = Protocols()
     # sequences the system under test owns: the twin's own supervisory control of each is
@@ -344,4 +348,3 @@ class Site(Strict):
     def rack_count(self) -> int:
         """Number of racks on the site."""
         return self.racks.per_cdu * self.cdus.count
-    economics: Economics = Economics()
