@@ -2,28 +2,35 @@
 
 Retained messages of the embedded broker go only to matching filters, once; topics and
 payloads from clients cannot forge a line of the rig's log; the adapter is back within 2 s
-of a restarted broker (the full 20-restart version is ``bench/soak_broker.py``).
+of a restarted broker (the full 20-restart version is ``bench/soak_broker.py``); mqtts://
+works against a Mosquitto that requires a client certificate.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import ssl
 import statistics
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from servers import Mosquitto, unique_name
+from servers import Mosquitto, _mqtt_connect_packet, _recv_exactly, unique_name
 
 from rig.protocols.logsafe import safe_for_log
 from rig.protocols.mqtt import topics
 from rig.protocols.mqtt.adapter import MqttAdapter, MqttConfig
 from rig.protocols.mqtt.broker import EmbeddedBroker
+from twin.errors import ConfigError, ServiceError
 from twin.plant import Twin
 from twin.site import Site
 
@@ -235,3 +242,109 @@ def test_reconnect_after_broker_restarts_is_bounded(fresh_mosquitto: Mosquitto) 
     assert stats["dropped"] == 0 and stats["queued"] == 0, stats
     assert stats["published"] == stats["sent"] == stats["telemetry"] + 6, stats
     assert json.dumps(stats)  # stats stay JSON for summary.json
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+def make_certificates(directory: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate (openssl)."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+            "/CN=heatrig test CA", "-keyout", "ca.key", "-out", "ca.pem")
+    for name, extra in (("server", "subjectAltName=IP:127.0.0.1"),
+                        ("client", "extendedKeyUsage=clientAuth")):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=heatrig {name}",
+                "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        (directory / f"{name}.ext").write_text(extra + "\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext",
+                "-out", f"{name}.pem")
+    other = directory / "other"
+    other.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=another CA", "-keyout", "ca.key", "-out", "ca.pem"],
+                   cwd=other, check=True, capture_output=True)
+    return {n: directory / f"{n}" for n in ("ca.pem", "server.pem", "server.key",
+                                           "client.pem", "client.key")} | {
+        "other_ca.pem": other / "ca.pem"}
+
+
+class MosquittoTLS(Mosquitto):
+    """Mosquitto with one TLS listener that requires a client certificate from the CA."""
+
+    name = "mosquitto-tls"
+
+    def __init__(self, certs: dict[str, Path]) -> None:
+        super().__init__()
+        self.certs = certs
+        self.url = f"mqtts://{self.host}:{self.port}"
+
+    def _prepare(self) -> None:
+        super()._prepare()
+        text = self.config_path.read_text()
+        c = self.certs
+        self.config_path.write_text(text + f"cafile {c['ca.pem']}\ncertfile {c['server.pem']}\n"
+                                    f"keyfile {c['server.key']}\nrequire_certificate true\n")
+
+    def _ready(self) -> bool:
+        context = ssl.create_default_context(cafile=str(self.certs["ca.pem"]))
+        context.load_cert_chain(self.certs["client.pem"], self.certs["client.key"])
+        with socket.create_connection((self.host, self.port), timeout=1.0) as raw, \
+                context.wrap_socket(raw, server_hostname=self.host) as sock:
+            sock.sendall(_mqtt_connect_packet(f"heatrig-probe-{os.getpid()}"))
+            ack = _recv_exactly(sock, 4)
+        return ack == b"\x20\x02\x00\x00"
+
+
+@pytest.fixture(scope="module")
+def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoTLS]:
+    certs = make_certificates(tmp_path_factory.mktemp("certs"))
+    broker = MosquittoTLS(certs)
+    broker.start()
+    yield broker
+    broker.close()
+
+
+def test_mqtts_with_a_client_certificate(tls_broker: MosquittoTLS,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    certs = tls_broker.certs
+    monkeypatch.setenv("HEATRIG_MQTT_USERNAME", "rig-user")
+    monkeypatch.setenv("HEATRIG_MQTT_PASSWORD", "tls-pw-8Jd")
+    twin = Twin(Site(name=SITE), seed=1)
+    prefix = unique_name("heatrig")
+    ad = _adapter(tls_broker.url, twin, prefix, ca_file=str(certs["ca.pem"]),
+                  cert_file=str(certs["client.pem"]),
+                  key_file=str(certs["client.key"])).start(wait_s=WAIT_S)
+    try:
+        twin.run_until(1)
+        ad.publish_twin(twin)
+        deadline = time.monotonic() + WAIT_S
+        n_dev = len(twin.points.devices())
+        while ad.stats()["published"] < n_dev + 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ad.stats()["published"] == n_dev + 1  # status and telemetry, confirmed
+    finally:
+        ad.close()
+
+
+def test_mqtts_refuses_a_wrong_ca_or_a_missing_client_certificate(
+        tls_broker: MosquittoTLS) -> None:
+    certs = tls_broker.certs
+    twin = Twin(Site(name=SITE), seed=1)
+    for files in ({"ca_file": str(certs["other_ca.pem"]), "cert_file": str(certs["client.pem"]),
+                   "key_file": str(certs["client.key"])},
+                  {"ca_file": str(certs["ca.pem"])}):
+        ad = _adapter(tls_broker.url, twin, unique_name("heatrig"), reconnect_min_s=0.1,
+                      reconnect_max_s=0.2, **files)
+        with pytest.raises(ServiceError, match=r"not reachable.*did the TLS handshake fail"):
+            ad.start(wait_s=1.0)
+    with pytest.raises(ConfigError, match="need an mqtts:// url"):
+        MqttConfig(url="mqtt://127.0.0.1:1883", ca_file=str(certs["ca.pem"]))
+    with pytest.raises(ConfigError, match="is not a file"):
+        MqttConfig(url=tls_broker.url, ca_file=str(certs["ca.pem"]) + ".missing")
+    with pytest.raises(ConfigError, match="cannot load"):
+        _adapter(tls_broker.url, twin, "p", ca_file=str(certs["ca.pem"]),
+                 cert_file=str(certs["ca.pem"]), key_file=str(certs["server.pem"]))

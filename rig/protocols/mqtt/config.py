@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -23,8 +24,10 @@ class MqttConfig:
     """How the adapter connects and what it publishes.
 
     ``url`` is ``mqtt://host[:1883]`` or ``mqtts://host[:8883]`` (TLS, server certificate
-    checked against ``ca_file`` or the system store). Username and password are read from
-    the environment variables named here when connecting; they are never stored or logged.
+    checked against ``ca_file`` or the system store; ``cert_file`` and ``key_file``, PEM,
+    give a client certificate for brokers that require one). Username and password are
+    read from the environment variables named here when connecting; they are never stored
+    or logged.
     """
 
     url: str = "mqtt://127.0.0.1:1883"
@@ -33,6 +36,8 @@ class MqttConfig:
     qos: int = DEFAULT_QOS
     client_id: str | None = None  # default heatrig-<site>-<pid>
     ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None  # default: the key is in cert_file
     keepalive_s: int = 30
     queue_bound: int = 1000  # outbound messages held while disconnected
     command_queue_bound: int = 256  # accepted commands waiting for apply_pending
@@ -55,7 +60,17 @@ class MqttConfig:
                 raise ValueError(f"mqtt {name} must be >= 1")
         if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
             raise ValueError("mqtt reconnect delays need 0 < min <= max")
-        parse_url(self.url)
+        address = parse_url(self.url)
+        files = {"ca_file": self.ca_file, "cert_file": self.cert_file,
+                 "key_file": self.key_file}
+        given = [name for name, path in files.items() if path is not None]
+        if given and not address.tls:
+            raise ConfigError(f"mqtt {', '.join(given)} need an mqtts:// url")
+        if self.key_file is not None and self.cert_file is None:
+            raise ConfigError("mqtt key_file needs a cert_file")
+        for name in given:
+            if not os.path.isfile(str(files[name])):
+                raise ConfigError(f"mqtt {name} {files[name]!r} is not a file")
 
     @classmethod
     def for_site(cls, site: Site, url: str, **overrides: Any) -> MqttConfig:

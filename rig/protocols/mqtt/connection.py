@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from rig.protocols.logsafe import ESCAPING_FILTER, safe_for_log
 from rig.protocols.mqtt.config import BrokerAddress, MqttConfig
 from rig.protocols.mqtt.counters import Counters
+from twin.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +104,13 @@ class Connection:
         username = os.environ.get(cfg.username_env)
         if username:
             client.username_pw_set(username, os.environ.get(cfg.password_env))
-        if self.address.tls:
-            if cfg.ca_file is not None and not os.path.isfile(cfg.ca_file):
-                raise ValueError(f"mqtt ca_file {cfg.ca_file!r} is not a file")
-            client.tls_set(ca_certs=cfg.ca_file)
+        if self.address.tls:  # the files were checked by MqttConfig
+            try:
+                client.tls_set(ca_certs=cfg.ca_file, certfile=cfg.cert_file,
+                               keyfile=cfg.key_file)
+            except (ssl.SSLError, OSError) as exc:
+                raise ConfigError(f"mqtt TLS: cannot load the certificate files: "
+                                  f"{exc.strerror or exc}") from None
         client.on_connect = self._guard(self._on_connect)
         client.on_subscribe = self._guard(self._on_subscribe)
         client.on_connect_fail = self._guard(self._on_connect_fail)
@@ -292,7 +297,9 @@ class Connection:
         self._connected_event.set()
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
-        self.last_error = "cannot connect (refused or unreachable)"
+        self.last_error = "cannot connect (refused or unreachable)" + (
+            "; did the TLS handshake fail? check ca_file, cert_file and key_file"
+            if self.address.tls else "")
         log.debug("mqtt: connect to %s:%d failed, retrying", self.address.host,
                   self.address.port)
 
@@ -307,6 +314,10 @@ class Connection:
         self._connected_event.clear()
         if was:
             self._count("disconnects")
+        elif not self.closing and self.last_error is None:  # closed before CONNACK
+            self.last_error = (f"closed by the broker before accepting ({reason_code})"
+                               + ("; did the TLS handshake fail? check ca_file, cert_file "
+                                  "and key_file" if self.address.tls else ""))
         if lost:
             client.loop_stop()  # on the network thread: it ends instead of reconnecting
             log.warning("mqtt: broker_loss: disconnected, no reconnect until cleared")
