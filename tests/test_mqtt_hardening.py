@@ -272,8 +272,12 @@ def make_certificates(directory: Path) -> dict[str, Path]:
         "other_ca.pem": other / "ca.pem"}
 
 
+TLS_USER, TLS_PASSWORD = "rig-user", "tls-pw-8Jd"
+
+
 class MosquittoTLS(Mosquitto):
-    """Mosquitto with one TLS listener that requires a client certificate from the CA."""
+    """Mosquitto with one TLS listener that requires a client certificate from the CA and
+    the user ``TLS_USER`` with ``TLS_PASSWORD`` (no anonymous clients)."""
 
     name = "mosquitto-tls"
 
@@ -286,8 +290,13 @@ class MosquittoTLS(Mosquitto):
         super()._prepare()
         text = self.config_path.read_text()
         c = self.certs
-        self.config_path.write_text(text + f"cafile {c['ca.pem']}\ncertfile {c['server.pem']}\n"
-                                    f"keyfile {c['server.key']}\nrequire_certificate true\n")
+        passwords = self.workdir / "passwords"
+        subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), TLS_USER, TLS_PASSWORD],
+                       check=True, capture_output=True)
+        self.config_path.write_text(
+            text.replace("allow_anonymous true", "allow_anonymous false")
+            + f"password_file {passwords}\ncafile {c['ca.pem']}\ncertfile {c['server.pem']}\n"
+            f"keyfile {c['server.key']}\nrequire_certificate true\n")
 
     def _ready(self) -> bool:
         context = ssl.create_default_context(cafile=str(self.certs["ca.pem"]))
@@ -296,7 +305,7 @@ class MosquittoTLS(Mosquitto):
                 context.wrap_socket(raw, server_hostname=self.host) as sock:
             sock.sendall(_mqtt_connect_packet(f"heatrig-probe-{os.getpid()}"))
             ack = _recv_exactly(sock, 4)
-        return ack == b"\x20\x02\x00\x00"
+        return ack[:3] == b"\x20\x02\x00"  # a CONNACK (anonymous: not authorised)
 
 
 @pytest.fixture(scope="module")
@@ -308,16 +317,21 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoTL
     broker.close()
 
 
-def test_mqtts_with_a_client_certificate(tls_broker: MosquittoTLS,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mqtts_with_a_client_certificate_and_a_password(
+        tls_broker: MosquittoTLS, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     certs = tls_broker.certs
-    monkeypatch.setenv("HEATRIG_MQTT_USERNAME", "rig-user")
-    monkeypatch.setenv("HEATRIG_MQTT_PASSWORD", "tls-pw-8Jd")
+    monkeypatch.setenv("HEATRIG_MQTT_USERNAME", TLS_USER)
+    monkeypatch.setenv("HEATRIG_MQTT_PASSWORD", "wrong-" + TLS_PASSWORD)
+    files = {"ca_file": str(certs["ca.pem"]), "cert_file": str(certs["client.pem"]),
+             "key_file": str(certs["client.key"])}
     twin = Twin(Site(name=SITE), seed=1)
-    prefix = unique_name("heatrig")
-    ad = _adapter(tls_broker.url, twin, prefix, ca_file=str(certs["ca.pem"]),
-                  cert_file=str(certs["client.pem"]),
-                  key_file=str(certs["client.key"])).start(wait_s=WAIT_S)
+    with pytest.raises(ServiceError, match=r"refused.*[Nn]ot authori") as err:
+        _adapter(tls_broker.url, twin, unique_name("heatrig"), **files).start(wait_s=1.5)
+    assert TLS_PASSWORD not in str(err.value)
+    monkeypatch.setenv("HEATRIG_MQTT_PASSWORD", TLS_PASSWORD)
+    ad = _adapter(tls_broker.url, twin, unique_name("heatrig"), **files).start(wait_s=WAIT_S)
     try:
         twin.run_until(1)
         ad.publish_twin(twin)
@@ -328,6 +342,7 @@ def test_mqtts_with_a_client_certificate(tls_broker: MosquittoTLS,
         assert ad.stats()["published"] == n_dev + 1  # status and telemetry, confirmed
     finally:
         ad.close()
+    assert TLS_PASSWORD not in caplog.text
 
 
 def test_mqtts_refuses_a_wrong_ca_or_a_missing_client_certificate(
