@@ -69,3 +69,13 @@ def test_a_step_beyond_the_limit_is_refused(capsys: pytest.CaptureFixture[str],
         main(["sim", "reference-1mw", "--duration", "1h", "--step", "1h", "--quiet",
               "--out", str(tmp_path)])
     assert "--step must be at most 60 s" in str(info.value)
+
+
+def test_sim_prints_the_economics_after_the_kpis(capsys: pytest.CaptureFixture[str],
+                                                 tmp_path: object) -> None:
+    assert main(["sim", "reference-1mw", "--duration", "10 min", "--step", "60s", "--quiet",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.index("PUE") < out.index("economics (annualised from") < out.index(
+        "simple payback")
+    assert "homes served" in out and "levelised cost of heat" in out
