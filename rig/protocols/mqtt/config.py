@@ -65,7 +65,7 @@ class MqttConfig:
                  "key_file": self.key_file}
         given = [name for name, path in files.items() if path is not None]
         if given and not address.tls:
-            raise ConfigError(f"mqtt {', '.join(given)} need an mqtts:// url")
+            raise ConfigError(f"mqtt {', '.join(given)}: TLS files need an mqtts:// url")
         if self.key_file is not None and self.cert_file is None:
             raise ConfigError("mqtt key_file needs a cert_file")
         for name in given:

@@ -4,8 +4,7 @@ One paho-mqtt 2.x client (``CallbackAPIVersion.VERSION2``, MQTT 3.1.1) with its 
 thread (``loop_start``): retained ``online`` status and ``offline`` last will, reconnect
 with exponential backoff capped at ``reconnect_max_s`` (1 s), the commands topic
 re-subscribed on every connect, TLS, and credentials read from the environment (never
-logged). Every callback is guarded: no
-exception reaches paho's network loop.
+logged). Every callback is guarded: no exception reaches paho's network loop.
 
 While the broker is unreachable, outbound messages wait in a bounded buffer (the oldest
 are dropped and counted) and are sent, oldest first, on the next connect.
