@@ -313,7 +313,7 @@ class Connection:
         self._connected_event.clear()
         if was:
             self._count("disconnects")
-        elif not self.closing and self.last_error is None:  # closed before CONNACK
+        elif not (self.closing or lost) and self.last_error is None:  # closed before CONNACK
             self.last_error = (f"closed by the broker before accepting ({reason_code})"
                                + ("; did the TLS handshake fail? check ca_file, cert_file "
                                   "and key_file" if self.address.tls else ""))
