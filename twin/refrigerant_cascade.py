@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cache
 
 from twin.errors import RefrigerantError
 from twin.refrigerant import (
@@ -73,13 +74,17 @@ class CascadeSpec:
                                    f"condense at {HT_COND_MIN_C + HT_MIN_LIFT_K:g} degC")
         if self.t_cascade_C is not None and not (
                 math.isfinite(self.t_cascade_C)
-                and T_EVAP_MIN_C + MIN_LIFT_K <= self.t_cascade_C <= self._t_low_max()):
+                and self._t_lowest() <= self.t_cascade_C <= self._t_low_max()):
             raise RefrigerantError(f"{self.label}: cascade temperature {self.t_cascade_C} "
-                                   f"degC not in {T_EVAP_MIN_C + MIN_LIFT_K:g}.."
+                                   f"degC not in {self._t_lowest():g}.."
                                    f"{self._t_low_max():g} degC")
 
+    def _t_lowest(self) -> float:
+        """Lowest cascade temperature: both stages evaporate within the envelope."""
+        return max(T_EVAP_MIN_C + MIN_LIFT_K, T_EVAP_MIN_C + self.approach_K)
+
     def _t_low_max(self) -> float:
-        return envelope(CycleSpec(self.low))[3]
+        return _cond_max(self.low)
 
     @property
     def kind(self) -> str:
@@ -127,6 +132,14 @@ class CascadeSpec:
                        f"evaporating <= {self.t_cascade_C - MIN_LIFT_K:g} degC and condensing "
                        f">= {self.t_cascade_C - self.approach_K + MIN_LIFT_K:g} degC")
         return why
+
+    def fixed_limits(self) -> tuple[float, float] | None:
+        """(highest evaporating, lowest condensing) degC a fixed cascade temperature
+        allows, or None."""
+        if self.t_cascade_C is None:
+            return None
+        return (self.t_cascade_C - MIN_LIFT_K,
+                self.t_cascade_C - self.approach_K + MIN_LIFT_K)
 
     def node_ok(self, t_evap_C: float, t_cond_C: float, slack_K: float) -> bool:
         """True if a map node can be computed (envelope widened by slack_K)."""
@@ -193,6 +206,12 @@ class CascadeSpec:
         high = map_filename(self.high)[len("cycle_"):-len(".npz")]
         fixed = "" if self.t_cascade_C is None else f"_t{self.t_cascade_C:g}"
         return f"cyclecas_{low}_{high}{fixed}.npz"
+
+
+@cache
+def _cond_max(fluid: str) -> float:
+    """Highest single-stage condensing temperature of a fluid (degC)."""
+    return envelope(CycleSpec(fluid))[3]
 
 
 def _combine(t_evap_C: float, t_cond_C: float, t_cascade_C: float, low: CycleState,

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from functools import cache
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from twin.errors import RefrigerantError
 from twin.refrigerant import T0_K, T_EVAP_MAX_C, T_EVAP_MIN_C, CycleSpec, envelope
@@ -34,9 +34,12 @@ GRID_KEYS = ("q_evap", "w_low", "w_high", "t2_low", "t2_high", "ratio", "t_mid",
              "p_high_in")
 
 
-@dataclass(frozen=True, slots=True)
-class StagedState:
-    """One evaluated staged cycle, per kg of low-stage refrigerant (J/kg, Pa, degC)."""
+class StagedState(NamedTuple):
+    """One evaluated staged cycle, per kg of low-stage refrigerant (J/kg, Pa, degC).
+
+    Immutable; a named tuple because it is built in every map evaluation (a frozen
+    dataclass of 18 fields costs several microseconds to create).
+    """
 
     t_evap_C: float  # evaporating (dew) temperature
     t_cond_C: float  # condensing (bubble) temperature
@@ -104,6 +107,10 @@ class StagedSpec(Protocol):
     def outside(self, t_evap_C: float, t_cond_C: float) -> str | None:
         """Why a point is outside the envelope, None when it is inside."""
 
+    def fixed_limits(self) -> tuple[float, float] | None:
+        """(highest evaporating, lowest condensing) degC that a fixed intermediate or
+        cascade temperature allows, None when it is not fixed."""
+
     def node_ok(self, t_evap_C: float, t_cond_C: float, slack_K: float) -> bool:
         """True if a map node can be computed (the envelope widened by slack_K)."""
 
@@ -164,6 +171,7 @@ def staged_heos(spec: StagedSpec, t_evap_C: float, t_cond_C: float) -> StagedSta
                                f"degC, condensing {t_cond_C} degC: {exc}") from exc
 
 
+@cache
 def staged_cond_max(fluid: str) -> float:
     """Highest condensing temperature of a staged cycle's high-stage fluid (degC): the
     single-stage limit rounded down to a whole STAGED_MAP_STEP_K above HT_COND_MIN_C."""
@@ -217,7 +225,7 @@ class StagedMap:
         self._last_fc = (self.n_cond - 1) * fine - 1
         self._tables = tuple(grid[k] for k in GRID_KEYS)
         self._tables_1d = (evap["p"], evap["rho"], cond["p"])
-        self._fixed_mid = not math.isnan(spec.params()[-1])  # last param: fixed t_mid or NaN
+        self._fixed = spec.fixed_limits()
 
     def evaluate(self, t_evap_C: float, t_cond_C: float) -> StagedState:
         """Interpolated cycle at evaporating/condensing temperatures (degC).
@@ -225,9 +233,11 @@ class StagedMap:
         Raises RefrigerantError outside the envelope (same rules as ``staged_heos``).
         """
         te_lo, te_hi, tc_lo, tc_hi = self.envelope
+        fixed = self._fixed
         if not (te_lo <= t_evap_C <= te_hi and tc_lo <= t_cond_C <= tc_hi
-                and t_cond_C - t_evap_C >= HT_MIN_LIFT_K) or self._fixed_mid:
-            check_point(self.spec, t_evap_C, t_cond_C)  # a fixed t_mid has its own limits
+                and t_cond_C - t_evap_C >= HT_MIN_LIFT_K) or (
+                    fixed is not None and (t_evap_C > fixed[0] or t_cond_C < fixed[1])):
+            check_point(self.spec, t_evap_C, t_cond_C)
         pe, rho, pc = self._tables_1d
         x = (t_evap_C - te_lo) * self._inv_fine
         i = int(x)

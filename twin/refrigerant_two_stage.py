@@ -117,6 +117,12 @@ class TwoStageSpec:
                    f"{self.t_int_C + MIN_LIFT_K:g} degC")
         return why
 
+    def fixed_limits(self) -> tuple[float, float] | None:
+        """(highest evaporating, lowest condensing) degC a fixed t_int allows, or None."""
+        if self.t_int_C is None:
+            return None
+        return self.t_int_C - MIN_LIFT_K, self.t_int_C + MIN_LIFT_K
+
     def node_ok(self, t_evap_C: float, t_cond_C: float, slack_K: float) -> bool:
         """True if a map node can be computed (envelope widened by slack_K)."""
         if t_cond_C - t_evap_C < HT_MIN_LIFT_K - slack_K:
