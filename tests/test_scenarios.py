@@ -66,13 +66,14 @@ BROKEN = [
      {"controller isolates cdu2", "cdu2 reservoir never runs low"}),
     ("slow-leak", ["--leak-detector", "high-threshold"],
      {"leak detector finds the slow leak"}),
-    ("cdu-leak", ["--leak-detector", "alarm-flood"], {"no alarm flood"}),
+    ("cdu-leak", ["--leak-detector", "alarm-flood", "--speed", "15", "--duration", "8 min"],
+     {"no alarm flood"}),
     ("hp-trip-again", ["--controller", "reset-loop"],
      {"no reset of hp1 before the anti-short-cycle time", "standby before the reset"}),
     ("facility-pump-trip", ["--controller", "no-standby"],
      {"controller starts standby pump2", "pump2 running within 2 min",
       "facility flow above 6 kg/s from 2 min after the trip",
-      "rack coolant supply stays within 45 degC", "no rack throttles"}),
+      "rack coolant supply stays within 45 degC"}),
 ]
 
 
