@@ -82,7 +82,7 @@ def test_names_resolve_to_shipped_files_and_paths_are_used_as_given(
     assert shipped.resolve("local", "sites", near=tmp_path) == tmp_path / "local.yaml"
     assert shipped.resolve("campus-10mw", "sites", near=tmp_path) == SITES_DIR / "campus-10mw.yaml"
     with pytest.raises(ConfigError, match=r"^local: no such site file \(known sites: "
-                       r"campus-10mw, reference-1mw\)$"):
+                       r"campus-10mw, ht-cascade-120, reference-1mw\)$"):
         shipped.resolve("local", "sites")
     with pytest.raises(ConfigError, match=r"^sites/x\.yaml: no such site file$"):
         shipped.resolve("sites/x.yaml", "sites")  # a path is never looked up by name
