@@ -108,6 +108,9 @@ def test_embedded_broker_sends_retained_status_only_to_matching_filters_once(
             assert unrelated.messages == []
         finally:
             ad.close()
+            for listener in listeners:  # before the broker stops
+                listener.close()
+            listeners.clear()
 
 
 # --------------------------------------------------------------------------- log forging
