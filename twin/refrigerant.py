@@ -82,6 +82,9 @@ REFRIGERANTS: dict[str, Refrigerant] = {
 
 # High-temperature fluids (condensing up to T_COND_CAP_C): GWP 100-year from IPCC AR5
 # (WG1 ch. 8, table 8.A.1), safety classes from ASHRAE 34, as DOMAIN.md quotes them.
+# R1336mzz(Z) and R601 are dry fluids (saturated-vapour entropy rising with temperature):
+# with little superheat their compression ends on or inside the vapour dome, and the
+# discharge temperature is then the saturation temperature at the condenser pressure.
 HT_REFRIGERANTS: dict[str, Refrigerant] = {
     "R1233zd(E)": Refrigerant("R1233zd(E)", "R1233zd(E)", 165.710, gwp=1.0,
                               safety_class="A1"),
