@@ -255,6 +255,22 @@ def test_maps_within_0_1_percent_of_heos(spec: StagedSpec) -> None:
         assert got.t_discharge_high_C == pytest.approx(ref.t_discharge_high_C, abs=0.2)
 
 
+@pytest.mark.parametrize("spec", SHIPPED, ids=lambda s: s.label)
+def test_shipped_staged_maps_are_current(spec: StagedSpec) -> None:
+    """Grid nodes of the shipped map equal HEOS now (stale data or a CoolProp change)."""
+    smap = staged_map(spec)
+    te_lo, _, tc_lo, _ = smap.envelope
+    nodes = [(te_lo + i * smap.step_K, tc_lo + j * smap.step_K)
+             for i in range(smap.n_evap) for j in range(smap.n_cond)]
+    nodes = [(te, tc) for te, tc in nodes
+             if tc - te >= HT_MIN_LIFT_K and spec.outside(te, tc) is None]
+    for te, tc in random.Random(7).sample(nodes, 5 if spec.kind == "cascade" else 15):
+        ref, got = staged_heos(spec, te, tc), smap.evaluate(te, tc)
+        for name in ("p_evap_Pa", "p_cond_Pa", "p_low_out_Pa", "q_evap_J_kg", "w_J_kg",
+                     "mass_ratio", "t_mid_C", "t_discharge_low_C", "cop"):
+            assert getattr(got, name) == pytest.approx(getattr(ref, name), rel=1e-6), name
+
+
 def _median_us(evaluate: Callable[[float, float], object], te: float, tc: float) -> float:
     clock = time.perf_counter_ns
     out = []
