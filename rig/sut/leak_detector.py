@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 
 VARIANTS: tuple[str, ...] = LEAK_DETECTOR_VARIANTS
 HEARTBEAT_S = 10.0  # telemetry seconds between heartbeats
+LEVEL_KEY = b'.reservoir_level"'  # in the telemetry of every device the detector follows
 HIGH_THRESHOLD_FACTOR = 100.0
 RESERVOIR_AREA = 0.25  # m2, the site default (twin.site.CDU.reservoir_area)
 WATER_DENSITY = 990.0  # kg/m3, as the twin (twin.water.RHO_WATER)
@@ -386,6 +387,8 @@ class DetectorService:
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         parts = msg.topic.split("/")
         if len(parts) < 2 or parts[-1] != "telemetry" or len(msg.payload) > MAX_PAYLOAD_BYTES:
+            return
+        if LEVEL_KEY not in msg.payload:  # not a CDU: skip the parse (most of the traffic)
             return
         try:
             message = json.loads(msg.payload)
