@@ -118,3 +118,25 @@ def test_alarm_flood_repeats_the_alarm_with_every_message() -> None:
     assert len(alarms["alarm-flood"]) == 20
     assert all(a == {**alarms["reference"][0], "t": a["t"], "rate_kg_s": a["rate_kg_s"]}
                for a in alarms["alarm-flood"])
+
+
+def test_every_variant_is_selectable_on_the_command_line_and_in_a_scenario() -> None:
+    from rig.cli import build_parser
+    from rig.config.scenario import SystemsUnderTest
+    from rig.sut import CONTROLLER_VARIANTS, LEAK_DETECTOR_VARIANTS, controller, leak_detector
+
+    parser = build_parser()
+    for variant in CONTROLLER_VARIANTS:
+        args = parser.parse_args(["run", "cdu-leak", "--controller", variant])
+        assert args.controller == variant
+        assert SystemsUnderTest(controller=variant).controller == variant
+        assert controller.parse_args(["--modbus", "h:1", "--points", "p",
+                                      "--variant", variant]).variant == variant
+    for variant in LEAK_DETECTOR_VARIANTS:
+        args = parser.parse_args(["run", "cdu-leak", "--leak-detector", variant])
+        assert args.leak_detector == variant
+        assert SystemsUnderTest(leak_detector=variant).leak_detector == variant
+        assert leak_detector.parse_args(["--mqtt", "mqtt://h", "--prefix", "p", "--site", "s",
+                                         "--variant", variant]).variant == variant
+    assert {"reset-loop", "no-standby"} <= set(CONTROLLER_VARIANTS)
+    assert "alarm-flood" in LEAK_DETECTOR_VARIANTS
