@@ -40,6 +40,18 @@ def _duration(text: str) -> float:
     return value
 
 
+def _step(text: str) -> float:
+    """A physics step up to `twin.site.MAX_TIME_STEP_S`, such as ``60s``, in s."""
+    from twin.site import MAX_TIME_STEP_S
+
+    value = _duration(text)
+    if value > MAX_TIME_STEP_S:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_TIME_STEP_S:g} s (the controls do not settle in longer "
+            f"steps), got {text!r}")
+    return value
+
+
 def _speed(text: str) -> float:
     """Simulated seconds per wall second, > 0 and finite."""
     try:
@@ -143,11 +155,6 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
     site = load_site(args.site)
     if args.step is not None:
-        from twin.site import MAX_TIME_STEP_S
-
-        if args.step > MAX_TIME_STEP_S:
-            raise SystemExit(f"{PREFIX}--step must be at most {MAX_TIME_STEP_S:g} s (the "
-                             f"controls do not settle in longer steps), got {args.step:g} s")
         site = site.model_copy(update={"time_step": args.step})
     out = Path(args.out or f"runs/{site.name}-offline")
     summary = run_offline(site, duration_s=args.duration, out_dir=out, seed=args.seed,
@@ -340,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--record-period", type=_duration, default=defaults.OFFLINE_RECORD_PERIOD_S,
                      help="recording period, e.g. 10s (default "
                      f"{defaults.OFFLINE_RECORD_PERIOD_S:g} s)")
-    sim.add_argument("--step", type=_duration, help="physics step up to 60 s, e.g. 60s for "
+    sim.add_argument("--step", type=_step, help="physics step up to 60 s, e.g. 60s for "
                      "long studies (default: the site's time_step; recording no faster)")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.set_defaults(func=cmd_sim)

@@ -68,7 +68,10 @@ def test_a_step_beyond_the_limit_is_refused(capsys: pytest.CaptureFixture[str],
     with pytest.raises(SystemExit) as info:
         main(["sim", "reference-1mw", "--duration", "1h", "--step", "1h", "--quiet",
               "--out", str(tmp_path)])
-    assert "--step must be at most 60 s" in str(info.value)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "heatrig: error: argument --step: must be at most 60 s" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_sim_prints_the_economics_after_the_kpis(capsys: pytest.CaptureFixture[str],
