@@ -286,6 +286,9 @@ def economics_table(summary: RunSummary) -> str:
             for name, spec in ECONOMICS.items() if name in case.values]
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
-    head = f"economics (annualised from {summary.duration_s / 86400:g} d, {case.currency})"
+    span = summary.duration_s
+    shown = (f"{span / 60:.3g} min" if span < 7200 else f"{span / 3600:.3g} h"
+             if span < 172800 else f"{span / 86400:.4g} d")
+    head = f"economics (annualised from {shown}, {case.currency})"
     return "\n".join([head] + [f"{label:<{width}}  {value:>{vwidth}} {unit}"
                                for label, value, unit in rows])
