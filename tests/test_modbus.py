@@ -406,12 +406,10 @@ def test_a_new_client_takes_the_place_of_the_most_idle_connection() -> None:
             port = rig.server.port
             early, late = await connect_from(port), await connect_from(port)
             assert await answers(*early) and await answers(*late)
-            newcomer = await connect_from(port)  # replaces the client that never asked
+            newcomer = await connect_from(port)  # replaces the one that never asked
             assert await answers(*newcomer)
             await asyncio.sleep(0.1)
             assert not rig.client.connected
-            assert await answers(*late)
-            assert await answers(*newcomer)
             refused = await connect_from(port)  # everyone asked in the last second
             assert not await answers(*refused)
             await asyncio.sleep(1.1)
@@ -423,6 +421,34 @@ def test_a_new_client_takes_the_place_of_the_most_idle_connection() -> None:
             stats = rig.server.stats()
             assert stats["connections_evicted"] == 2 and stats["connections_refused"] == 1
             for _, writer in (early, late, newcomer, refused, fourth):
+                writer.close()
+
+    run(main)
+
+
+def test_partial_frames_give_way_first_and_newcomers_replace_each_other() -> None:
+    async def main() -> None:
+        tw = make_twin()
+        config = ModbusConfig(port=0, max_connections=3, max_per_address=3)
+        async with Rig(tw, ModbusMap.for_twin(tw), config) as rig:  # #1 never asks
+            port = rig.server.port
+            first, second = await connect_from(port), await connect_from(port)
+            first[1].write(read_frame(1, 3)[:4])  # started a frame, never finished one
+            second[1].write(read_frame(2, 3)[:9])
+            await asyncio.sleep(0.1)
+            newcomer = await connect_from(port)  # takes the older trickler's place
+            assert await answers(*newcomer)
+            assert await asyncio.wait_for(first[0].read(1), 2) == b""
+            silent = [await connect_from(port)]  # the other trickler's place
+            assert await asyncio.wait_for(second[0].read(1), 2) == b""
+            for _ in range(3):  # each silent newcomer replaces the one before it
+                silent.append(await connect_from(port))
+                assert await asyncio.wait_for(silent[-2][0].read(1), 2) == b""
+            await asyncio.sleep(0.1)
+            assert rig.client.connected  # silent too, but connected before them all
+            assert await answers(*silent[-1]) and await answers(*newcomer)
+            assert rig.server.stats()["connections_evicted"] == 5
+            for _, writer in (first, second, newcomer, *silent):
                 writer.close()
 
     run(main)

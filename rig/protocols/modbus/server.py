@@ -43,10 +43,13 @@ unchanged; the pymodbus *client* still talks to this server in the tests.
 Connections (`ModbusConfig`), so that no client can starve the others:
 
 * at most ``max_connections`` in all and ``max_per_address`` (default half of it) from
-  one source address. A new client arriving at a cap takes the place of the most idle
-  connection in that scope: first one that has not completed a request yet (oldest
-  first), else one without a request for ``evict_idle_s``; when there is none (every
-  connection busy) the new client is closed at once;
+  one source address. A new client arriving at a cap takes the place of one connection
+  in that scope: the oldest sending a partial frame without ever having completed one;
+  else the one without a request for longest (since it connected, if it never asked),
+  if that is ``evict_idle_s`` or more; else the youngest that has not asked yet. When
+  every connection has asked within ``evict_idle_s`` (all busy) the new client is
+  closed at once. A client trickling bytes never holds a slot a newcomer needs, and a
+  burst of newcomers replaces its own members, not a client that connected before it;
 * a frame must be complete ``frame_timeout_s`` after its first byte, else the connection
   is closed (a client trickling bytes holds no slot for long);
 * a connection without a complete request for ``idle_timeout_s`` is closed;
@@ -664,14 +667,20 @@ class ModbusServer:
         self.counters["connections_accepted"] += 1
 
     def _victim(self, scope: list[_Connection]) -> _Connection | None:
-        """The connection to give way: the oldest without a complete request yet, else
-        the one idle longest if it is idle for at least evict_idle_s, else None."""
-        fresh = [c for c in scope if not c.requested]
-        if fresh:
-            return min(fresh, key=lambda c: c.accepted)
+        """The connection to give way, or None: the oldest one sending a partial frame
+        that has never completed one; else the one idle longest (since its last request,
+        or since it connected if it never asked) if that is evict_idle_s or more; else
+        the youngest that has not asked yet (a burst of newcomers replaces itself, not a
+        client that connected just before it)."""
+        trickling = [c for c in scope if not c.requested and c.buffer]
+        if trickling:
+            return min(trickling, key=lambda c: c.accepted)
         now = time.monotonic()
         idlest = max(scope, key=lambda c: c.idle_for(now))
-        return idlest if idlest.idle_for(now) >= self.config.evict_idle_s else None
+        if idlest.idle_for(now) >= self.config.evict_idle_s:
+            return idlest
+        silent = [c for c in scope if not c.requested]
+        return max(silent, key=lambda c: c.accepted) if silent else None
 
     def _forget(self, conn: _Connection) -> None:
         self._conns.pop(conn, None)
