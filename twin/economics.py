@@ -40,6 +40,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import TypedDict
 
 from twin.kpis import J_PER_KWH, Meters
 from twin.site import Economics, Site
@@ -297,11 +298,19 @@ class BusinessCase:
         }
 
 
+class _SiteFactors(TypedDict):
+    """The site's figures that `figures` and `sensitivity` take as keywords."""
+
+    emissions_electricity: float  # kg CO2 per kWh
+    emissions_fuel: float  # kg CO2 per kWh
+    boiler_efficiency: float  # fraction
+
+
 def business_case(m: Meters, site: Site, *, peak_heating_w: float = 0.0) -> BusinessCase:
     """The economics of a run of ``site`` from its meters (see the module docstring)."""
     econ = site.economics
     a = annual_energy(m, econ, peak_heating_w=peak_heating_w)
-    kw = {"emissions_electricity": site.emissions.electricity,
-          "emissions_fuel": site.emissions.fuel,
-          "boiler_efficiency": site.district.boiler.efficiency}
+    kw: _SiteFactors = {"emissions_electricity": site.emissions.electricity,
+                        "emissions_fuel": site.emissions.fuel,
+                        "boiler_efficiency": site.district.boiler.efficiency}
     return BusinessCase(econ.currency, figures(a, econ, **kw), sensitivity(a, econ, **kw))
