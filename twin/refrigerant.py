@@ -379,7 +379,53 @@ def solve_cycle(spec: CycleSpec, t_evap_C: float, t_cond_C: float) -> CycleState
 # ------------------------------------------------------------------------------ maps
 
 
-class CycleMap:
+class GridMap:
+    """The grid of a precomputed cycle map: 1-D tables every ``step_K / fine`` over the
+    evaporating and condensing ranges, 2-D tables every ``step_K`` over both.
+
+    ``bounds`` is (t_evap_min, t_evap_max, t_cond_min, t_cond_max) in degC; ``keys_ok``
+    says whether the tables carry the keys the map needs. Raises RefrigerantError, naming
+    ``label``, when the tables do not match the bounds and the step.
+    """
+
+    def __init__(self, label: str, bounds: tuple[float, float, float, float], step_K: float,
+                 fine: int, evap: dict[str, list[float]], cond: dict[str, list[float]],
+                 grid: dict[str, list[float]], keys_ok: bool = True) -> None:
+        self.step_K = step_K
+        self.fine = fine
+        self.evap = evap  # every step_K / fine from t_evap_min
+        self.cond = cond  # every step_K / fine from t_cond_min
+        self.grid = grid  # flattened [i_evap * n_cond + j_cond]
+        self.envelope = te_lo, te_hi, tc_lo, tc_hi = bounds
+        self.n_evap = round((te_hi - te_lo) / step_K) + 1
+        self.n_cond = round((tc_hi - tc_lo) / step_K) + 1
+        ok = (keys_ok
+              and math.isclose(te_lo + (self.n_evap - 1) * step_K, te_hi)
+              and math.isclose(tc_lo + (self.n_cond - 1) * step_K, tc_hi)
+              and all(len(v) == (self.n_evap - 1) * fine + 1 for v in evap.values())
+              and all(len(v) == (self.n_cond - 1) * fine + 1 for v in cond.values())
+              and all(len(v) == self.n_evap * self.n_cond for v in grid.values()))
+        if not ok:
+            raise RefrigerantError(f"{label}: cycle map does not match the envelope "
+                                   f"{self.envelope} with step {step_K} K; rebuild it "
+                                   "(tools/build_cycle_maps.py)")
+        self._inv = 1.0 / step_K
+        self._inv_fine = fine / step_K
+        self._last_e = self.n_evap - 2  # last cell index
+        self._last_c = self.n_cond - 2
+        self._last_fe = (self.n_evap - 1) * fine - 1
+        self._last_fc = (self.n_cond - 1) * fine - 1
+
+    def t_evap_nodes(self) -> list[float]:
+        """Evaporating temperatures of the 2-D grid (degC)."""
+        return [self.envelope[0] + i * self.step_K for i in range(self.n_evap)]
+
+    def t_cond_nodes(self) -> list[float]:
+        """Condensing temperatures of the 2-D grid (degC)."""
+        return [self.envelope[2] + j * self.step_K for j in range(self.n_cond)]
+
+
+class CycleMap(GridMap):
     """A cycle precomputed on a regular (t_evap, t_cond) grid, interpolated in pure Python.
 
     State 1 quantities (p_evap, h1, rho_suction) depend on t_evap only and state 3 ones
@@ -393,40 +439,11 @@ class CycleMap:
     def __init__(self, spec: CycleSpec, step_K: float, fine: int,
                  evap: dict[str, list[float]], cond: dict[str, list[float]],
                  grid: dict[str, list[float]]) -> None:
+        # evap: p Pa, h J/kg, rho kg/m3; cond: p Pa, h J/kg; grid: w J/kg, t2 degC
+        super().__init__(spec.fluid, envelope(spec), step_K, fine, evap, cond, grid)
         self.spec = spec
-        self.step_K = step_K
-        self.fine = fine
-        self.evap = evap  # p Pa, h J/kg, rho kg/m3, every step_K / fine from t_evap_min
-        self.cond = cond  # p Pa, h J/kg, every step_K / fine from t_cond_min
-        self.grid = grid  # w J/kg, t2 degC, flattened [i_evap * n_cond + j_cond]
-        self.envelope = te_lo, te_hi, tc_lo, tc_hi = envelope(spec)
-        self.n_evap = round((te_hi - te_lo) / step_K) + 1
-        self.n_cond = round((tc_hi - tc_lo) / step_K) + 1
-        ok = (math.isclose(te_lo + (self.n_evap - 1) * step_K, te_hi)
-              and math.isclose(tc_lo + (self.n_cond - 1) * step_K, tc_hi)
-              and all(len(v) == (self.n_evap - 1) * fine + 1 for v in evap.values())
-              and all(len(v) == (self.n_cond - 1) * fine + 1 for v in cond.values())
-              and all(len(v) == self.n_evap * self.n_cond for v in grid.values()))
-        if not ok:
-            raise RefrigerantError(f"{spec.fluid}: cycle map does not match the envelope "
-                                   f"{self.envelope} with step {step_K} K; rebuild it "
-                                   "(tools/build_cycle_maps.py)")
-        self._inv = 1.0 / step_K
-        self._inv_fine = fine / step_K
-        self._last_e = self.n_evap - 2  # last cell index
-        self._last_c = self.n_cond - 2
-        self._last_fe = (self.n_evap - 1) * fine - 1
-        self._last_fc = (self.n_cond - 1) * fine - 1
         self._tables = (evap["p"], evap["h"], evap["rho"], cond["p"], cond["h"],
                         grid["w"], grid["t2"])
-
-    def t_evap_nodes(self) -> list[float]:
-        """Evaporating temperatures of the 2-D grid (degC)."""
-        return [self.envelope[0] + i * self.step_K for i in range(self.n_evap)]
-
-    def t_cond_nodes(self) -> list[float]:
-        """Condensing temperatures of the 2-D grid (degC)."""
-        return [self.envelope[2] + j * self.step_K for j in range(self.n_cond)]
 
     def evaluate(self, t_evap_C: float, t_cond_C: float) -> CycleState:
         """Interpolated cycle at evaporating/condensing temperatures (degC).

@@ -23,7 +23,14 @@ from importlib import resources
 from typing import Any, NamedTuple, Protocol
 
 from twin.errors import RefrigerantError
-from twin.refrigerant import T0_K, T_EVAP_MAX_C, T_EVAP_MIN_C, CycleSpec, envelope
+from twin.refrigerant import (
+    T0_K,
+    T_EVAP_MAX_C,
+    T_EVAP_MIN_C,
+    CycleSpec,
+    GridMap,
+    envelope,
+)
 
 HT_COND_MIN_C = 40.0  # lowest condensing temperature of a staged cycle, degC
 HT_MIN_LIFT_K = 20.0  # smallest t_cond - t_evap of a staged cycle, K (one stage does better)
@@ -188,7 +195,7 @@ def default_t_evap_range() -> tuple[float, float]:
 # ------------------------------------------------------------------------------ maps
 
 
-class StagedMap:
+class StagedMap(GridMap):
     """A staged cycle precomputed on a regular (t_evap, t_cond) grid (see the module doc).
 
     2-D nodes that no cell inside the envelope uses are NaN.
@@ -197,32 +204,12 @@ class StagedMap:
     def __init__(self, spec: StagedSpec, step_K: float, fine: int,
                  evap: dict[str, list[float]], cond: dict[str, list[float]],
                  grid: dict[str, list[float]]) -> None:
+        # evap: p Pa, rho kg/m3; cond: p Pa; grid: GRID_KEYS
+        keys_ok = (set(grid) == set(GRID_KEYS) and set(evap) == {"p", "rho"}
+                   and set(cond) == {"p"})
+        super().__init__(spec.label, spec.envelope(), step_K, fine, evap, cond, grid,
+                         keys_ok)
         self.spec = spec
-        self.step_K = step_K
-        self.fine = fine
-        self.evap = evap  # p Pa, rho kg/m3, every step_K / fine from t_evap_min
-        self.cond = cond  # p Pa, every step_K / fine from t_cond_min
-        self.grid = grid  # GRID_KEYS, flattened [i_evap * n_cond + j_cond]
-        self.envelope = te_lo, te_hi, tc_lo, tc_hi = spec.envelope()
-        self.n_evap = round((te_hi - te_lo) / step_K) + 1
-        self.n_cond = round((tc_hi - tc_lo) / step_K) + 1
-        ok = (math.isclose(te_lo + (self.n_evap - 1) * step_K, te_hi)
-              and math.isclose(tc_lo + (self.n_cond - 1) * step_K, tc_hi)
-              and set(grid) == set(GRID_KEYS) and set(evap) == {"p", "rho"}
-              and set(cond) == {"p"}
-              and all(len(v) == (self.n_evap - 1) * fine + 1 for v in evap.values())
-              and all(len(v) == (self.n_cond - 1) * fine + 1 for v in cond.values())
-              and all(len(v) == self.n_evap * self.n_cond for v in grid.values()))
-        if not ok:
-            raise RefrigerantError(f"{spec.label}: cycle map does not match the envelope "
-                                   f"{self.envelope} with step {step_K} K; rebuild it "
-                                   "(tools/build_cycle_maps.py)")
-        self._inv = 1.0 / step_K
-        self._inv_fine = fine / step_K
-        self._last_e = self.n_evap - 2
-        self._last_c = self.n_cond - 2
-        self._last_fe = (self.n_evap - 1) * fine - 1
-        self._last_fc = (self.n_cond - 1) * fine - 1
         self._tables = tuple(grid[k] for k in GRID_KEYS)
         self._tables_1d = (evap["p"], evap["rho"], cond["p"])
         self._fixed = spec.fixed_limits()
