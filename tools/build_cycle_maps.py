@@ -14,6 +14,7 @@ import argparse
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,44 +54,45 @@ STAGED: list[StagedSpec] = [
 ]
 
 
-def check(cmap: CycleMap, samples: int, seed: int = 1) -> float:
-    """Largest relative map-vs-HEOS deviation of COP, q_evap and rho_suction (-) over
-    ``samples`` random points of the envelope (seeded)."""
+def _worst_deviation(bounds: tuple[float, float, float, float], samples: int, seed: int,
+                     inside: Callable[[float, float], bool],
+                     got: Callable[[float, float], object],
+                     ref: Callable[[float, float], object]) -> float:
+    """Largest relative deviation (-) of COP, q_evap and rho_suction of ``got`` from ``ref``
+    over ``samples`` seeded random points (t_evap, t_cond in degC) of ``bounds`` that are
+    ``inside``."""
     rng = random.Random(seed)
-    te_lo, te_hi, tc_lo, tc_hi = cmap.envelope
+    te_lo, te_hi, tc_lo, tc_hi = bounds
     worst = 0.0
     done = 0
     while done < samples:
         te, tc = rng.uniform(te_lo, te_hi), rng.uniform(tc_lo, tc_hi)
-        if tc - te < MIN_LIFT_K:
+        if not inside(te, tc):
             continue
         done += 1
-        ref = cycle_heos(cmap.spec, te, tc)
-        got = cmap.evaluate(te, tc)
+        r = ref(te, tc)
+        g = got(te, tc)
         for name in ("cop", "q_evap_J_kg", "rho_suction_kg_m3"):
-            a, b = getattr(got, name), getattr(ref, name)
+            a, b = getattr(g, name), getattr(r, name)
             worst = max(worst, abs(a - b) / abs(b))
     return worst
+
+
+def check(cmap: CycleMap, samples: int, seed: int = 1) -> float:
+    """Largest relative map-vs-HEOS deviation of COP, q_evap and rho_suction (-) over
+    ``samples`` random points of the envelope (seeded)."""
+    return _worst_deviation(cmap.envelope, samples, seed,
+                            lambda te, tc: tc - te >= MIN_LIFT_K, cmap.evaluate,
+                            lambda te, tc: cycle_heos(cmap.spec, te, tc))
 
 
 def check_staged(smap: StagedMap, samples: int, seed: int = 1) -> float:
     """Largest relative map-vs-HEOS deviation of COP, q_evap and rho_suction (-) of a
     staged map over ``samples`` random points of its envelope (seeded)."""
-    rng = random.Random(seed)
-    te_lo, te_hi, tc_lo, tc_hi = smap.envelope
-    worst = 0.0
-    done = 0
-    while done < samples:
-        te, tc = rng.uniform(te_lo, te_hi), rng.uniform(tc_lo, tc_hi)
-        if tc - te < HT_MIN_LIFT_K or smap.spec.outside(te, tc) is not None:
-            continue
-        done += 1
-        ref = staged_heos(smap.spec, te, tc)
-        got = smap.evaluate(te, tc)
-        for name in ("cop", "q_evap_J_kg", "rho_suction_kg_m3"):
-            a, b = getattr(got, name), getattr(ref, name)
-            worst = max(worst, abs(a - b) / abs(b))
-    return worst
+    return _worst_deviation(
+        smap.envelope, samples, seed,
+        lambda te, tc: tc - te >= HT_MIN_LIFT_K and smap.spec.outside(te, tc) is None,
+        smap.evaluate, lambda te, tc: staged_heos(smap.spec, te, tc))
 
 
 def build_staged(samples: int) -> bool:
