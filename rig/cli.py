@@ -64,26 +64,25 @@ def _speed(text: str) -> float:
     return value
 
 
-def _seed(text: str) -> int:
-    """A random seed, 0..2**32-1."""
+def _whole(text: str, hi: int, expected: str) -> int:
+    """``text`` as a whole number 0..``hi``; the error says "expected ``expected``"."""
     try:
         value = int(text)
     except ValueError:
         value = -1
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"expected an integer 0..{MAX_SEED}, got {text!r}")
+    if not 0 <= value <= hi:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def _seed(text: str) -> int:
+    """A random seed, 0..2**32-1."""
+    return _whole(text, MAX_SEED, f"an integer 0..{MAX_SEED}")
 
 
 def _port(text: str) -> int:
     """A TCP port 0..65535 (0 = any free port)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port 0..65535, got {text!r}")
-    return value
+    return _whole(text, 65535, "a port 0..65535")
 
 
 def _modbus_endpoint(text: str) -> str:
