@@ -113,15 +113,15 @@ class TelemetryPublisher:
         return sent
 
     def _telemetry(self, device: str) -> str:
-        topic = self._telemetry_topic.get(device)
-        if topic is None:
-            topic = self._telemetry_topic[device] = topics.telemetry(
-                self.config.prefix, self.config.site, device)
-        return topic
+        return self._topic(self._telemetry_topic, topics.telemetry, device)
 
     def _alarm(self, device: str) -> str:
-        topic = self._alarm_topic.get(device)
+        return self._topic(self._alarm_topic, topics.alarm, device)
+
+    def _topic(self, cache: dict[str, str], build: Callable[[str, str, str], str],
+               device: str) -> str:
+        """``device``'s topic from ``cache``, built from (prefix, site, device) on first use."""
+        topic = cache.get(device)
         if topic is None:
-            topic = self._alarm_topic[device] = topics.alarm(
-                self.config.prefix, self.config.site, device)
+            topic = cache[device] = build(self.config.prefix, self.config.site, device)
         return topic
