@@ -379,6 +379,38 @@ def solve_cycle(spec: CycleSpec, t_evap_C: float, t_cond_C: float) -> CycleState
 # ------------------------------------------------------------------------------ maps
 
 
+def grid_nodes(bounds: tuple[float, float, float, float],
+               step_K: float) -> tuple[int, int] | None:
+    """Node counts (n_evap, n_cond) of a grid every ``step_K`` (K) over ``bounds``
+    (t_evap_min, t_evap_max, t_cond_min, t_cond_max in degC); None when ``step_K`` does
+    not divide both ranges."""
+    te_lo, te_hi, tc_lo, tc_hi = bounds
+    n_e = round((te_hi - te_lo) / step_K) + 1
+    n_c = round((tc_hi - tc_lo) / step_K) + 1
+    if not (math.isclose(te_lo + (n_e - 1) * step_K, te_hi)
+            and math.isclose(tc_lo + (n_c - 1) * step_K, tc_hi)):
+        return None
+    return n_e, n_c
+
+
+def check_map_version(arrays: Any, version: int) -> None:
+    """Raise RefrigerantError unless the map arrays (an npz) are of format ``version``."""
+    if int(arrays["version"]) != version:
+        raise RefrigerantError(f"cycle map format {int(arrays['version'])}, expected "
+                               f"{version}: rebuild with tools/build_cycle_maps.py")
+
+
+def map_tables(arrays: Any) -> tuple[float, int, dict[str, list[float]],
+                                     dict[str, list[float]], dict[str, list[float]]]:
+    """(step K, fine, evap, cond, grid) of map arrays written by ``GridMap.with_tables``."""
+    step, fine = (float(v) for v in arrays["step"])
+    keys = list(arrays.keys())
+    evap = {k[5:]: arrays[k].tolist() for k in keys if k.startswith("evap_")}
+    cond = {k[5:]: arrays[k].tolist() for k in keys if k.startswith("cond_")}
+    grid = {k[5:]: arrays[k].ravel().tolist() for k in keys if k.startswith("grid_")}
+    return step, int(fine), evap, cond, grid
+
+
 class GridMap:
     """The grid of a precomputed cycle map: 1-D tables every ``step_K / fine`` over the
     evaporating and condensing ranges, 2-D tables every ``step_K`` over both.
@@ -396,12 +428,10 @@ class GridMap:
         self.evap = evap  # every step_K / fine from t_evap_min
         self.cond = cond  # every step_K / fine from t_cond_min
         self.grid = grid  # flattened [i_evap * n_cond + j_cond]
-        self.envelope = te_lo, te_hi, tc_lo, tc_hi = bounds
-        self.n_evap = round((te_hi - te_lo) / step_K) + 1
-        self.n_cond = round((tc_hi - tc_lo) / step_K) + 1
-        ok = (keys_ok
-              and math.isclose(te_lo + (self.n_evap - 1) * step_K, te_hi)
-              and math.isclose(tc_lo + (self.n_cond - 1) * step_K, tc_hi)
+        self.envelope = bounds
+        nodes = grid_nodes(bounds, step_K)
+        self.n_evap, self.n_cond = nodes or (0, 0)  # (0, 0): raised just below
+        ok = (keys_ok and nodes is not None
               and all(len(v) == (self.n_evap - 1) * fine + 1 for v in evap.values())
               and all(len(v) == (self.n_cond - 1) * fine + 1 for v in cond.values())
               and all(len(v) == self.n_evap * self.n_cond for v in grid.values()))
@@ -415,6 +445,18 @@ class GridMap:
         self._last_c = self.n_cond - 2
         self._last_fe = (self.n_evap - 1) * fine - 1
         self._last_fc = (self.n_cond - 1) * fine - 1
+
+    def with_tables(self, out: dict[str, Any]) -> dict[str, Any]:
+        """``out`` (the header arrays) with the step and the tables added, for
+        ``numpy.savez_compressed`` (read back by `map_tables`)."""
+        import numpy as np
+
+        out["step"] = np.array([self.step_K, self.fine])
+        out.update({f"evap_{k}": np.array(v) for k, v in self.evap.items()})
+        out.update({f"cond_{k}": np.array(v) for k, v in self.cond.items()})
+        out.update({f"grid_{k}": np.array(v).reshape(self.n_evap, self.n_cond)
+                    for k, v in self.grid.items()})
+        return out
 
     def t_evap_nodes(self) -> list[float]:
         """Evaporating temperatures of the 2-D grid (degC)."""
@@ -506,33 +548,20 @@ class CycleMap(GridMap):
         import numpy as np
 
         s = self.spec
-        out: dict[str, Any] = {
+        return self.with_tables({
             "version": np.array(_MAP_VERSION),
             "fluid": np.array(s.fluid),
             "coolprop_version": np.array(CoolProp.__version__),
             "spec": np.array([s.superheat_K, s.subcooling_K, s.eta_isentropic]),
-            "step": np.array([self.step_K, self.fine]),
-        }
-        out.update({f"evap_{k}": np.array(v) for k, v in self.evap.items()})
-        out.update({f"cond_{k}": np.array(v) for k, v in self.cond.items()})
-        out.update({f"grid_{k}": np.array(v).reshape(self.n_evap, self.n_cond)
-                    for k, v in self.grid.items()})
-        return out
+        })
 
     @classmethod
     def from_arrays(cls, arrays: Any) -> CycleMap:
         """A map from ``to_arrays`` output (or a loaded npz); checks version and grid."""
-        if int(arrays["version"]) != _MAP_VERSION:
-            raise RefrigerantError(f"cycle map format {int(arrays['version'])}, expected "
-                                   f"{_MAP_VERSION}: rebuild with tools/build_cycle_maps.py")
+        check_map_version(arrays, _MAP_VERSION)
         sh, sc, eta = (float(v) for v in arrays["spec"])
         spec = CycleSpec(str(arrays["fluid"]), sh, sc, eta)
-        step, fine = (float(v) for v in arrays["step"])
-        keys = list(arrays.keys())
-        evap = {k[5:]: arrays[k].tolist() for k in keys if k.startswith("evap_")}
-        cond = {k[5:]: arrays[k].tolist() for k in keys if k.startswith("cond_")}
-        grid = {k[5:]: arrays[k].ravel().tolist() for k in keys if k.startswith("grid_")}
-        return cls(spec, step, int(fine), evap, cond, grid)
+        return cls(spec, *map_tables(arrays))
 
 
 def map_filename(fluid: str) -> str:
@@ -546,12 +575,11 @@ def build_map(spec: CycleSpec, step_K: float = MAP_STEP_K, fine: int = MAP_FINE)
     2-D nodes every step_K (K), 1-D saturation tables every step_K / fine. Takes 0.2-1.2 s
     (R454B included). Raises RefrigerantError if step_K does not divide the envelope.
     """
-    te_lo, te_hi, tc_lo, tc_hi = envelope(spec)
-    n_e = round((te_hi - te_lo) / step_K) + 1
-    n_c = round((tc_hi - tc_lo) / step_K) + 1
-    if not (math.isclose(te_lo + (n_e - 1) * step_K, te_hi)
-            and math.isclose(tc_lo + (n_c - 1) * step_K, tc_hi)):
+    te_lo, _, tc_lo, _ = bounds = envelope(spec)
+    nodes = grid_nodes(bounds, step_K)
+    if nodes is None:
         raise RefrigerantError(f"{spec.fluid}: step {step_K} K does not divide the envelope")
+    n_e, n_c = nodes
     d = step_K / fine
     evap: dict[str, list[float]] = {"p": [], "h": [], "rho": []}
     cond: dict[str, list[float]] = {"p": [], "h": []}

@@ -29,7 +29,10 @@ from twin.refrigerant import (
     T_EVAP_MIN_C,
     CycleSpec,
     GridMap,
+    check_map_version,
     envelope,
+    grid_nodes,
+    map_tables,
 )
 
 HT_COND_MIN_C = 40.0  # lowest condensing temperature of a staged cycle, degC
@@ -284,19 +287,13 @@ class StagedMap(GridMap):
         import CoolProp
         import numpy as np
 
-        out: dict[str, Any] = {
+        return self.with_tables({
             "version": np.array(_MAP_VERSION),
             "kind": np.array(self.spec.kind),
             "fluids": np.array(self.spec.fluids()),
             "coolprop_version": np.array(CoolProp.__version__),
             "params": np.array(self.spec.params()),
-            "step": np.array([self.step_K, self.fine]),
-        }
-        out.update({f"evap_{k}": np.array(v) for k, v in self.evap.items()})
-        out.update({f"cond_{k}": np.array(v) for k, v in self.cond.items()})
-        out.update({f"grid_{k}": np.array(v).reshape(self.n_evap, self.n_cond)
-                    for k, v in self.grid.items()})
-        return out
+        })
 
 
 def load_staged_map(spec: StagedSpec, data: bytes) -> StagedMap:
@@ -304,9 +301,7 @@ def load_staged_map(spec: StagedSpec, data: bytes) -> StagedMap:
     import numpy as np
 
     with np.load(io.BytesIO(data), allow_pickle=False) as a:
-        if int(a["version"]) != _MAP_VERSION:
-            raise RefrigerantError(f"cycle map format {int(a['version'])}, expected "
-                                   f"{_MAP_VERSION}: rebuild with tools/build_cycle_maps.py")
+        check_map_version(a, _MAP_VERSION)
         params = tuple(float(v) for v in a["params"])
         same = (str(a["kind"]) == spec.kind
                 and tuple(str(f) for f in a["fluids"]) == spec.fluids()
@@ -316,24 +311,19 @@ def load_staged_map(spec: StagedSpec, data: bytes) -> StagedMap:
         if not same:
             raise RefrigerantError(f"cycle map file is not for {spec.label} {spec.params()}: "
                                    "rebuild with tools/build_cycle_maps.py")
-        step, fine = (float(v) for v in a["step"])
-        keys = list(a.keys())
-        evap = {k[5:]: a[k].tolist() for k in keys if k.startswith("evap_")}
-        cond = {k[5:]: a[k].tolist() for k in keys if k.startswith("cond_")}
-        grid = {k[5:]: a[k].ravel().tolist() for k in keys if k.startswith("grid_")}
-    return StagedMap(spec, step, int(fine), evap, cond, grid)
+        tables = map_tables(a)
+    return StagedMap(spec, *tables)
 
 
 def build_staged_map(spec: StagedSpec, step_K: float = STAGED_MAP_STEP_K,
                      fine: int = STAGED_MAP_FINE) -> StagedMap:
     """Compute a staged cycle's map over its envelope with HEOS (seconds to a minute;
     an optimised cascade searches its cascade temperature at every node)."""
-    te_lo, te_hi, tc_lo, tc_hi = spec.envelope()
-    n_e = round((te_hi - te_lo) / step_K) + 1
-    n_c = round((tc_hi - tc_lo) / step_K) + 1
-    if not (math.isclose(te_lo + (n_e - 1) * step_K, te_hi)
-            and math.isclose(tc_lo + (n_c - 1) * step_K, tc_hi)):
+    te_lo, _, tc_lo, _ = bounds = spec.envelope()
+    nodes = grid_nodes(bounds, step_K)
+    if nodes is None:
         raise RefrigerantError(f"{spec.label}: step {step_K} K does not divide the envelope")
+    n_e, n_c = nodes
     d = step_K / fine
     evap: dict[str, list[float]] = {"p": [], "rho": []}
     cond: dict[str, list[float]] = {"p": []}
