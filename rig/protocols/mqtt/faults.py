@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import heapq
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rig.protocols.faulttargets import TargetedFault, fault_delay, fault_target
 from rig.protocols.logsafe import safe_for_log
 from rig.protocols.mqtt.connection import Connection
 from rig.protocols.mqtt.counters import Counters
@@ -43,19 +43,10 @@ ALL_DEVICES = "mqtt"  # the fault target meaning every device
 
 
 @dataclass(frozen=True, eq=False, slots=True)
-class _Fault:
-    """One active protocol fault; ``devices`` None covers every device."""
+class _Fault(TargetedFault[str]):
+    """One active protocol fault; ``covered`` (devices) None covers every device."""
 
-    kind: str
-    target: str
-    devices: frozenset[str] | None
     delay: float = 0.0
-
-    def covers(self, device: str) -> bool:
-        return self.devices is None or device in self.devices
-
-    def __str__(self) -> str:
-        return f"{self.kind}@{self.target}"
 
 
 def _fault_delay(kind: str, params: Mapping[str, Any]) -> float:
@@ -65,13 +56,7 @@ def _fault_delay(kind: str, params: Mapping[str, Any]) -> float:
         raise ValueError(f"{kind}: unexpected parameter(s) {', '.join(extra)}")
     if kind != "mqtt_delay":
         return 0.0
-    if "delay" not in params:
-        raise ValueError(f"{kind}: needs delay (s)")
-    delay = params["delay"]
-    if isinstance(delay, bool) or not isinstance(delay, int | float) or not (
-            math.isfinite(delay) and delay > 0):
-        raise ValueError(f"{kind}: delay must be a number of seconds > 0, not {delay!r}")
-    return float(delay)
+    return fault_delay(kind, params)
 
 
 class FaultInjector:
@@ -146,17 +131,11 @@ class FaultInjector:
         return clear
 
     def _fault_devices(self, kind: str, target: str) -> frozenset[str] | None:
-        if target == ALL_DEVICES:
-            return None
-        if kind == "broker_loss":
-            raise FaultTargetError(f"{kind}: target must be {ALL_DEVICES!r} (the connection "
-                                   f"is shared by every device), not {target!r}")
-        devices = self._devices()
-        if target not in devices:
-            raise FaultTargetError(
-                f"{kind}: unknown target {target!r}; expected {ALL_DEVICES!r} or a device "
-                f"({', '.join(sorted(devices))})")
-        return frozenset({target})
+        whole_only = "the connection is shared by every device" if kind == "broker_loss" \
+            else None
+        device = fault_target(kind, target, everything=ALL_DEVICES, devices=self._devices(),
+                              whole_only=whole_only)
+        return None if device is None else frozenset({device})
 
     def _active(self, kind: str, device: str | None = None) -> _Fault | None:
         """The most recent active fault of ``kind`` covering ``device`` (None: any)."""
