@@ -1,20 +1,33 @@
 """Embedded MQTT broker (amqtt) for runs on a machine with no broker installed.
 
-The broker runs in a thread of its own with its own asyncio loop, so its work on every
-message does not run on the simulation loop's thread (it still shares the GIL; see
-``bench/bench_mqtt.py --broker embedded`` for the measured effect on slice lateness). It
-listens on 127.0.0.1 only and allows anonymous clients, which is acceptable on loopback.
+`EmbeddedBroker` runs the broker in a child process of its own (``python -m
+rig.protocols.mqtt.broker``), so it has a core and an interpreter lock of its own: run
+in a thread of the rig's process it shared the GIL with the simulation loop and paho's
+threads, and on a busy machine it stalled for seconds at 60x (outbound messages
+dropped, a leak alarm seen two simulated minutes late) where the same broker in its own
+process kept up (measured with `scenarios/cdu-leak.yaml` beside two CPU-bound
+processes). It listens on 127.0.0.1 only and allows anonymous clients, which is
+acceptable on loopback. The child stops when the rig closes its stdin or dies.
 
     broker = EmbeddedBroker()          # port 0 = a free port, read back after start
     url = broker.start()               # "mqtt://127.0.0.1:<port>"
     ...
     broker.stop()
+
+`BrokerThread` is the broker itself on an asyncio loop in a daemon thread; the child
+process runs one.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import logging
+import selectors
+import signal
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -66,7 +79,7 @@ def _own_filters_broker() -> type:
     return OwnFiltersBroker
 
 
-class EmbeddedBroker:
+class BrokerThread:
     """amqtt broker on 127.0.0.1 in a daemon thread with its own event loop.
 
     ``port`` 0 picks a free port; after ``start()`` the chosen one is in ``.port`` and
@@ -130,13 +143,6 @@ class EmbeddedBroker:
         self._thread = None
         log.info("embedded MQTT broker on %s stopped", self.url or f"port {self.port}")
 
-    def __enter__(self) -> EmbeddedBroker:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # -- broker thread ------------------------------------------------------------------
 
     def _stop_event_set(self) -> None:
@@ -175,3 +181,110 @@ class EmbeddedBroker:
         finally:
             await broker.shutdown()
             self._broker = None
+
+
+class EmbeddedBroker:
+    """The embedded broker in a child process; same life cycle as `BrokerThread`.
+
+    ``port`` 0 picks a free port; after ``start()`` the chosen one is in ``.port`` and
+    ``.url``. ``stop()`` ends the child and waits for it; it is idempotent.
+    """
+
+    def __init__(self, port: int = 0) -> None:
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"embedded broker port {port} outside 0..65535")
+        self.host = LOOPBACK
+        self.port = port
+        self.url = ""
+        self._proc: subprocess.Popen[str] | None = None
+
+    @property
+    def running(self) -> bool:
+        """True between a successful ``start()`` and ``stop()`` while the child lives."""
+        return self._proc is not None and self._proc.poll() is None and bool(self.url)
+
+    def start(self) -> str:
+        """Start the broker and return its URL ``mqtt://127.0.0.1:<port>``.
+
+        Raises ServiceError when it cannot listen (port taken) or does not start in time.
+        """
+        if self._proc is not None:
+            raise RuntimeError("embedded broker already started")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "rig.protocols.mqtt.broker", "--port", str(self.port)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = _first_line(self._proc, START_TIMEOUT_S)
+        if line.startswith(READY):
+            self.port = int(line.split()[1])
+            self.url = f"mqtt://{self.host}:{self.port}"
+            log.info("embedded MQTT broker listening on %s (pid %d)", self.url, self._proc.pid)
+            return self.url
+        self.stop()
+        if not line:
+            raise ServiceError(f"embedded MQTT broker did not start in {START_TIMEOUT_S:g} s")
+        raise ServiceError(line.removeprefix(FAILED).strip())
+
+    def stop(self) -> None:
+        """End the child process (clients are disconnected) and wait for it."""
+        proc = self._proc
+        if proc is None:
+            return
+        self._proc = None
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()  # the child's signal to shut down cleanly
+        try:
+            proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            log.warning("embedded MQTT broker did not stop in %g s; killing it", STOP_TIMEOUT_S)
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        log.info("embedded MQTT broker on %s stopped", self.url or f"port {self.port}")
+
+    def __enter__(self) -> EmbeddedBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+READY = "ready"
+FAILED = "failed"
+
+
+def _first_line(proc: subprocess.Popen[str], timeout_s: float) -> str:
+    """The child's first line of output, or "" when it says nothing in ``timeout_s``."""
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout_s):
+            return ""
+    return proc.stdout.readline().strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Child process: run a `BrokerThread` until stdin closes; report readiness on stdout."""
+    parser = argparse.ArgumentParser(prog="python -m rig.protocols.mqtt.broker")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    broker = BrokerThread(args.port)
+    try:
+        broker.start()
+    except (ServiceError, ConfigError) as exc:
+        print(f"{FAILED} {exc}", flush=True)
+        return 1
+    print(f"{READY} {broker.port}", flush=True)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the rig's to handle; it stops us
+    with contextlib.suppress(ValueError, OSError):
+        sys.stdin.read()  # until the rig closes the pipe (or dies)
+    broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
