@@ -79,6 +79,13 @@ def _own_filters_broker() -> type:
     return OwnFiltersBroker
 
 
+def checked_port(port: int) -> int:
+    """``port`` if it is one a broker can listen on (0 = any free port); else ConfigError."""
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"embedded broker port {port} outside 0..65535")
+    return port
+
+
 class BrokerThread:
     """amqtt broker on 127.0.0.1 in a daemon thread with its own event loop.
 
@@ -87,11 +94,7 @@ class BrokerThread:
     """
 
     def __init__(self, port: int = 0) -> None:
-        if not 0 <= port <= 65535:
-            raise ConfigError(f"embedded broker port {port} outside 0..65535")
-        self.host = LOOPBACK
-        self.port = port
-        self.url = ""
+        self.host, self.port, self.url = LOOPBACK, checked_port(port), ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._broker: Any = None
         self._thread: threading.Thread | None = None
@@ -191,11 +194,7 @@ class EmbeddedBroker:
     """
 
     def __init__(self, port: int = 0) -> None:
-        if not 0 <= port <= 65535:
-            raise ConfigError(f"embedded broker port {port} outside 0..65535")
-        self.host = LOOPBACK
-        self.port = port
-        self.url = ""
+        self.host, self.port, self.url = LOOPBACK, checked_port(port), ""
         self._proc: subprocess.Popen[str] | None = None
 
     @property
