@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from paho.mqtt.client import topic_matches_sub
 from servers import free_ports
 
 from rig.config.scenario import load_scenario
@@ -109,17 +110,6 @@ def replaced(argv: tuple[str, ...], old: tuple[str, ...], new: tuple[str, ...]) 
     raise AssertionError(f"{shlex.join(argv)}: expected {' '.join(old)} in the command")
 
 
-def topic_matches(pattern: str, topic: str) -> bool:
-    """MQTT topic filter matching (``+`` one level, ``#`` the rest)."""
-    want, have = pattern.split("/"), topic.split("/")
-    for i, level in enumerate(want):
-        if level == "#":
-            return True
-        if i >= len(have) or (level != "+" and level != have[i]):
-            return False
-    return len(want) == len(have)
-
-
 def run(argv: list[str], cwd: Path, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, cwd=cwd, text=True, capture_output=True, timeout=timeout,
                           check=False)
@@ -165,7 +155,7 @@ class Subscriber:
                 continue
             if not line.startswith(("Client ", "Subscribed ")) and " " in line:
                 topic, payload = line.split(" ", 1)
-                if topic_matches(self.filter, topic):  # the -v format: TOPIC PAYLOAD
+                if topic_matches_sub(self.filter, topic):  # the -v format: TOPIC PAYLOAD
                     self.messages.append((topic, payload))
             if done(line):
                 return
