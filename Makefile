@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := mosquitto mosquitto-clients mbpoll influxdb victoria-metrics chromium
+DEBIAN_PACKAGES := mosquitto mosquitto-clients mbpoll socat influxdb victoria-metrics chromium chromium-driver gcc libmodbus-dev
 
 .PHONY: run test lint bench services clean
 

@@ -1,0 +1,1 @@
+"""REST API, BOPTEST-compatible interface and web console of a live rig."""

@@ -1,0 +1,1 @@
+"""BACnet/IP adapter: each twin device as a BACnet device object (bacpypes3)."""
