@@ -375,8 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"wall time per slice (default {defaults.SLICE_S * 1000:g} ms)")
     run.add_argument("--policy", choices=("warn", "skip", "halt"), default="warn",
                      help="what to do when falling behind real time (default warn)")
-    run.add_argument("--mode", choices=("realtime", "stepped"), default="realtime",
-                     help="stepped: time advances only when a controller writes rig.step")
+    run.add_argument("--mode", choices=("realtime", "stepped", "lockstep"),
+                     default="realtime",
+                     help="stepped: time advances only when a controller writes rig.step; "
+                     "lockstep: each slice (slice x speed of simulated time) is served as "
+                     "soon as every system under test has answered the one before")
     run.add_argument("--no-sut", action="store_true",
                      help="do not start the scenario's reference systems")
     from rig.sut import CONTROLLER_VARIANTS, LEAK_DETECTOR_VARIANTS

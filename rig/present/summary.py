@@ -132,11 +132,14 @@ class LiveOutcome:
     mqtt: dict[str, Any]
     faults: list[FaultRow]
     export: Export | None = None
+    lockstep: dict[str, Any] | None = None  # what a lockstep run waited for
 
     def as_dict(self) -> dict[str, Any]:
         """The live keys of ``summary.json``."""
         out = {"policy": self.policy, "error": self.error, "modbus": self.modbus,
                "mqtt": self.mqtt, "faults": [f.as_dict() for f in self.faults]}
+        if self.lockstep is not None:
+            out["lockstep"] = self.lockstep
         if self.export is not None:
             out["export"] = self.export.as_dict()
         return out

@@ -53,11 +53,12 @@ from rig.record.recorder import Recorder
 from rig.record.store import RunStore
 from rig.runtime import services
 from rig.runtime.clock import Pacer, Policy
+from rig.runtime.lockstep import Answer, Lockstep
 from rig.runtime.offline import manifest_for
 from rig.runtime.results import fault_row, judge, pacing, plain
 from rig.runtime.services import startup_step
 from rig.runtime.status import SlidingRate, StatusLine
-from rig.runtime.suts import Suts, sut_commands
+from rig.runtime.suts import Suts, reference_answers, sut_commands
 from rig.runtime.watchdog import Watchdog
 from twin.errors import ServiceError
 from twin.points import Kind
@@ -79,7 +80,7 @@ class LiveOptions:
     duration_s: float | None = None  # simulated; None = until interrupted
     slice_s: float = SLICE_S
     policy: Policy = "warn"
-    mode: Literal["realtime", "stepped"] = "realtime"
+    mode: Literal["realtime", "stepped", "lockstep"] = "realtime"
     modbus: str = MODBUS_ADDRESS
     mqtt: str | None = None  # None = embedded broker on loopback
     broker_port: int = 0  # of the embedded broker; 0 = any free port
@@ -123,6 +124,7 @@ class LiveRig:
         self.mqtt: MqttAdapter | None = None
         self.observer: Observer | None = None
         self.suts = Suts(options.out_dir)
+        self.lockstep: Lockstep | None = None
         self.export_error: str | None = None
         self.mqtt_url = ""
         self.stop_requested = False
@@ -197,10 +199,28 @@ class LiveRig:
         for name, args in sut_commands(
                 self.site, controller=opt.controller, leak_detector=opt.leak_detector,
                 modbus_at=f"127.0.0.1:{self.modbus.port}", points_json=opt.out_dir /
-                "points.json", mqtt_url=self.mqtt_url, speed=opt.speed):
+                "points.json", mqtt_url=self.mqtt_url, speed=opt.speed,
+                lockstep=opt.mode == "lockstep"):
             with startup_step(f"sut {name}"):
                 self.suts.spawn(name, args)
+        if opt.mode == "lockstep":
+            self._start_lockstep(reference_answers(opt.controller, opt.leak_detector))
         self._started = True
+
+    def _start_lockstep(self, answers: list[Answer]) -> None:
+        """Wait for ``answers`` after every slice (see `rig.runtime.lockstep`)."""
+        assert self.modbus is not None and self.mqtt is not None and self.observer is not None
+        plan, mqtt = self.plan, self.mqtt
+
+        def alive(name: str) -> bool | None:
+            proc = self.suts.procs.get(name)
+            return None if proc is None else proc.poll() is None
+
+        lock = self.lockstep = Lockstep(
+            answers, slice_s=self.opt.slice_s, announce=mqtt.publish_step, alive=alive,
+            ack_topic=lambda name: topics.ack(plan.topics_prefix, plan.site_name, name))
+        self.modbus.image.on_commit = lambda w: lock.on_modbus_write(w.point, w.value)
+        self.observer.listener = lock.on_mqtt
 
     def _start_forwarder(self, stack: AsyncExitStack, url: str) -> None:
         """Forward to InfluxDB; when that cannot start, say why and keep recording locally."""
@@ -270,10 +290,17 @@ class LiveRig:
     async def _loop(self, status: StatusLine | None) -> None:
         duration = self.opt.duration_s
         sim_per_slice = self.opt.slice_s * self.opt.speed
+        lock = self.lockstep
         loop_start = time.perf_counter()
+        if lock is not None:  # serve the start and wait until every system answers it
+            assert self.modbus is not None
+            self.modbus.refresh(self.twin.measured_values(), self.twin.now)
+            lock.serve(self.twin.now)
+            await lock.wait()
         self.pacer.start()
         while not self.stop_requested and (duration is None or self.twin.now < duration):
-            await self.pacer.wait()
+            if lock is None:
+                await self.pacer.wait()
             self._apply_external()
             target = self._next_target(sim_per_slice)
             if duration is not None:
@@ -284,6 +311,9 @@ class LiveRig:
             assert self.modbus is not None
             self.modbus.refresh(self.twin.measured_values(), self.twin.now)
             self._check_watchdog()
+            if lock is not None:
+                lock.serve(self.twin.now)
+                await lock.wait()
             self._record_observed()
             if status is not None:
                 status.update()
@@ -340,7 +370,9 @@ class LiveRig:
                                    mqtt=plain(mqtt_stats),
                                    faults=[fault_row(f) for f in self.faults],
                                    export=Export(influx=self.opt.influx,
-                                                 error=self.export_error))
+                                                 error=self.export_error),
+                                   lockstep=self.lockstep.stats.as_dict()
+                                   if self.lockstep else None)
         self.store.write_kpis(summary.kpis)
         if self.scenario is not None:
             summary.scenario = judge(self.scenario, self.store, self.faults, self.twin.now,

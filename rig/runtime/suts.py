@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import IO
 
+from rig.runtime.lockstep import Answer
 from twin.site import Site
 
 log = logging.getLogger(__name__)
@@ -18,15 +19,18 @@ STOP_TIMEOUT_S = 5.0
 
 
 def sut_commands(site: Site, *, controller: str, leak_detector: str, modbus_at: str,
-                 points_json: Path, mqtt_url: str, speed: float) -> list[tuple[str, list[str]]]:
+                 points_json: Path, mqtt_url: str, speed: float,
+                 lockstep: bool = False) -> list[tuple[str, list[str]]]:
     """``(name, python arguments)`` of each system under test to start (``"none"`` starts
     nothing); the controller reads ``points_json`` and talks Modbus to ``modbus_at``, the
-    leak detector listens on ``mqtt_url``."""
+    leak detector listens on ``mqtt_url``. ``lockstep``: the controller cycles once per
+    served slice (the leak detector always answers the rig's step announcements)."""
     commands = []
     if controller != "none":
         commands.append(("controller", [
             "-m", "rig.sut.controller", "--modbus", modbus_at, "--points", str(points_json),
-            "--variant", controller, "--speed", f"{speed:g}"]))
+            "--variant", controller, "--speed", f"{speed:g}",
+            *(["--lockstep"] if lockstep else [])]))
     if leak_detector != "none":
         commands.append(("leak_detector", [
             "-m", "rig.sut.leak_detector", "--mqtt", mqtt_url,
@@ -34,6 +38,17 @@ def sut_commands(site: Site, *, controller: str, leak_detector: str, modbus_at: 
             "--variant", leak_detector,
             "--reservoir-area", f"{site.cdus.reservoir_area:g}"]))
     return commands
+
+
+def reference_answers(controller: str, leak_detector: str) -> list[Answer]:
+    """How the started reference systems answer a lockstep slice: the controller with
+    a new heartbeat count, the leak detector with an MQTT ack."""
+    answers = []
+    if controller != "none":
+        answers.append(Answer("controller", heartbeat="*.heartbeat"))
+    if leak_detector != "none":
+        answers.append(Answer("leak_detector", mqtt=True))
+    return answers
 
 
 class Suts:

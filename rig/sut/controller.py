@@ -34,6 +34,10 @@ a standby facility pump.
 Times: simulated seconds from ``rig.sim_time`` when the point list has it, otherwise wall
 seconds times ``--speed``. The period is shortened so that one period is at most
 ``--max-sim-step`` simulated seconds, or heartbeats would be too slow for the watchdogs.
+With ``--lockstep`` there is no period: the controller polls ``rig.sim_time`` (every
+``LOCKSTEP_POLL_S`` wall) and runs one cycle per new value, i.e. per slice the rig
+serves; its first heartbeat write of the cycle (a new count, after every action's
+write) is its answer to that slice.
 Each action is one line on stdout, stamped ``t=<sim s>`` (or ``wall=<ISO time>``).
 Exit status: 0 after SIGTERM/SIGINT, 2 for an unusable point list or arguments, 3 when
 no period has succeeded for ``--give-up`` wall seconds (connections are retried with
@@ -71,6 +75,7 @@ TIME_POINT = "rig.sim_time"
 EXIT_OK, EXIT_USAGE, EXIT_RIG_GONE = 0, 2, 3
 HEARTBEAT_MAX = 65534  # 65535 is the uint16 NaN marker
 MAKEUP_RUNNING = 1e-3  # kg/s
+LOCKSTEP_POLL_S = 0.0005  # wall, between reads of rig.sim_time in lockstep
 PERMANENT_REFUSALS = (1, 2, 3)  # illegal function, address, value: retrying cannot help
 
 
@@ -93,6 +98,7 @@ class Settings:
     level_drop_m: float = 0.002
     give_up_s: float = 30.0  # wall
     timeout_s: float = 2.0  # wall, per request
+    lockstep: bool = False  # one cycle per slice the rig serves, no wall period
 
     @property
     def effective_period_s(self) -> float:
@@ -489,6 +495,10 @@ class Controller:
         self._t0 = time.monotonic()
         self._sim_from_rig = TIME_POINT in points
         self._refusing: set[str] = set()
+        self._last_t = math.nan  # rig.sim_time of the last cycle (lockstep)
+        if settings.lockstep and not self._sim_from_rig:
+            raise ConfigError(f"lockstep needs {TIME_POINT} in the point list")
+        self._time_reads = plan_reads([points[TIME_POINT]]) if self._sim_from_rig else []
 
     def run(self) -> int:
         """Run until stopped (0) or until no period succeeded for ``give_up_s`` (3).
@@ -511,6 +521,8 @@ class Controller:
                 connected = self.link.connect()
             if connected:
                 try:
+                    if self.s.lockstep and not self.next_slice():
+                        break
                     self.cycle()
                 except LinkLost as exc:
                     connected, why = False, str(exc)
@@ -523,6 +535,8 @@ class Controller:
                     if lost:
                         log.info("the rig at %s answers again", self.link.where)
                     last_ok, backoff, lost = time.monotonic(), 0.25, False
+                    if self.s.lockstep:
+                        continue
                     next_cycle = max(next_cycle + period, time.monotonic() - period)
                     self.stop.wait(max(0.0, next_cycle - time.monotonic()))
                     continue
@@ -537,10 +551,20 @@ class Controller:
         log.info("controller stopped")
         return EXIT_OK
 
+    def next_slice(self) -> bool:
+        """Lockstep: wait until ``rig.sim_time`` differs from the last cycle's; False
+        when stopped first."""
+        while not self.stop.is_set():
+            t = self.link.read(self._time_reads).get(TIME_POINT, math.nan)
+            if t != self._last_t and math.isfinite(t):
+                return True
+            self.stop.wait(LOCKSTEP_POLL_S)
+        return False
+
     def cycle(self) -> None:
         """One period: read, decide, write actions, write heartbeats."""
         values = self.link.read(plan_reads(self.points[p] for p in self.logic.needs()))
-        t = self.sim_time(values)
+        t = self._last_t = self.sim_time(values)
         for action in self.logic.step(t, values):
             actions_log.info("%s %s", self.stamp(t), action.text)
             for pid, value in action.writes:
@@ -609,6 +633,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--give-up", type=float, default=30.0,
                    help="wall seconds without the rig before exiting (status 3)")
     p.add_argument("--timeout", type=float, default=2.0, help="wall seconds per request")
+    p.add_argument("--lockstep", action="store_true",
+                   help="one cycle per slice the rig serves (heatrig run --mode lockstep)")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     for name in ("period", "speed", "max_sim_step", "give_up", "timeout"):
@@ -641,7 +667,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings(variant=args.variant, period_s=args.period, speed=args.speed,
                             max_sim_step_s=args.max_sim_step, reset_delay_s=args.reset_delay,
                             confirm_s=args.confirm, give_up_s=args.give_up,
-                            timeout_s=args.timeout)
+                            timeout_s=args.timeout, lockstep=args.lockstep)
         stop = threading.Event()
         controller = Controller(ModbusLink(host, port, settings.timeout_s), points, settings,
                                 stop)

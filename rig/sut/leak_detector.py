@@ -34,6 +34,10 @@ As a sign of life it publishes ``{"t": <telemetry sim time>}`` on
 ``<prefix>/<site>/sut/<name>/heartbeat`` every ``--heartbeat`` seconds of telemetry time
 (after the telemetry message that crosses it was processed).
 
+Lockstep: it answers each of the rig's ``{"step": n}`` on ``<prefix>/<site>/rig/step``
+with ``{"step": n}`` on ``<prefix>/<site>/sut/<name>/ack``, once every message before the
+announcement (the slice's telemetry) has been handled.
+
 Defect variants: ``high-threshold`` ignores the spot sensors and uses 100 x the threshold,
 so it misses slow leaks; ``alarm-flood`` re-publishes an open leak alarm with every
 telemetry message of that CDU. No exception in a callback stops the network loop; paho reconnects
@@ -294,6 +298,16 @@ class Connection:
         return f"{self.base}/sut/{self.name}/status"
 
     @property
+    def step_topic(self) -> str:
+        """The rig's lockstep announcements of served slices."""
+        return f"{self.base}/rig/step"
+
+    @property
+    def ack_topic(self) -> str:
+        """Where this detector answers a lockstep slice."""
+        return f"{self.base}/sut/{self.name}/ack"
+
+    @property
     def heartbeat_topic(self) -> str:
         """Where the sign of life goes."""
         return f"{self.base}/sut/{self.name}/heartbeat"
@@ -372,7 +386,8 @@ class DetectorService:
         if reason.is_failure:
             log.error("broker refused the connection: %s", reason)
             return
-        client.subscribe(self.conn.telemetry_filter, qos=self.conn.qos)
+        client.subscribe([(self.conn.telemetry_filter, self.conn.qos),
+                          (self.conn.step_topic, self.conn.qos)])
         log.info("connected, subscribing to %s", self.conn.telemetry_filter)
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any,
@@ -385,6 +400,9 @@ class DetectorService:
             log.warning("connection lost (%s); reconnecting", reason)
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        if msg.topic == self.conn.step_topic:  # lockstep: every earlier message is handled
+            self._answer_step(client, msg.payload)
+            return
         parts = msg.topic.split("/")
         if len(parts) < 2 or parts[-1] != "telemetry" or len(msg.payload) > MAX_PAYLOAD_BYTES:
             return
@@ -405,6 +423,17 @@ class DetectorService:
                 t - self.last_beat >= self.heartbeat_s or t < self.last_beat):
             self.last_beat = float(t)
             client.publish(self.conn.heartbeat_topic, json.dumps({"t": t}), qos=0)
+
+
+    def _answer_step(self, client: paho.Client, payload: bytes) -> None:
+        try:
+            step = json.loads(payload)["step"]
+        except (ValueError, KeyError, TypeError):
+            self.errors += 1
+            log.warning("ignored a malformed lockstep announcement")
+            return
+        if isinstance(step, int) and not isinstance(step, bool):
+            client.publish(self.conn.ack_topic, json.dumps({"step": step}), qos=self.conn.qos)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import struct
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +45,7 @@ class Image:
         self.map = modbus_map
         self.queue_bound = queue_bound
         self.pending: deque[Pending] = deque()
+        self.on_commit: Callable[[Pending], None] | None = None  # told of each queued write
         self.refused_full = 0
         self.sim_time = math.nan
         self.frozen: frozenset[int] = frozenset()  # units whose snapshot refresh keeps
@@ -123,3 +124,5 @@ class Image:
         for write in writes:
             self.pending.append(write)
             self._overlay(write)
+            if self.on_commit is not None:
+                self.on_commit(write)

@@ -64,6 +64,7 @@ in an outage. Messages still held by a fault when the adapter closes count as dr
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -207,6 +208,14 @@ class MqttAdapter:
         """Publish the twin's measured values of every point now (see publish_telemetry)."""
         values = values_by_device(self.points, twin.measured_values().tolist())
         return self.publish_telemetry(twin.now, twin.clock_time().isoformat(), values)
+
+    def publish_step(self, step: int, sim_time: float) -> None:
+        """Lockstep: announce that slice ``step`` (ending at ``sim_time`` s) is served.
+
+        Sent after that slice's telemetry through the same connection and QoS, so a
+        subscriber that sees it has seen the slice's telemetry first."""
+        payload = json.dumps({"step": step, "t": sim_time}).encode()
+        self._connection.publish(topics.step(self.config.prefix, self.config.site), payload)
 
     def apply_pending(self, twin: Twin) -> list[CommandResult]:
         """Apply the commands accepted since the last call to ``twin`` (caller's thread).

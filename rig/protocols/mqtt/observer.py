@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+from collections.abc import Callable
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -26,6 +27,8 @@ class Observer:
         self.address = parse_url(url)
         self.filters = filters
         self.dropped = 0
+        # called on the network thread before queueing; True = consumed (not queued)
+        self.listener: Callable[[str, bytes], bool] | None = None
         self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue(bound)
         self._client = paho.Client(CallbackAPIVersion.VERSION2,
                                    client_id=f"heatrig-observer-{os.getpid()}")
@@ -51,8 +54,11 @@ class Observer:
 
     def _on_message(self, client: paho.Client, userdata: object,
                     message: paho.MQTTMessage) -> None:
+        payload = bytes(message.payload)
+        if self.listener is not None and self.listener(message.topic, payload):
+            return
         try:
-            self._queue.put_nowait((message.topic, bytes(message.payload)))
+            self._queue.put_nowait((message.topic, payload))
         except queue.Full:
             self.dropped += 1
 

@@ -5,6 +5,8 @@
     <prefix>/<site>/<device>/alarm          alarm raised/cleared messages
     <prefix>/<site>/<device>/cmd/<point>    commands to a writable point (JSON)
     <prefix>/<site>/<device>/reply          answers to commands (accepted or refused)
+    <prefix>/<site>/rig/step                lockstep: {"step": n, "t": s} after each slice
+    <prefix>/<site>/sut/<name>/ack          lockstep: a system under test answers {"step": n}
 """
 
 from __future__ import annotations
@@ -38,6 +40,16 @@ def command(prefix: str, site: str, device: str, point_id: str) -> str:
 def reply(prefix: str, site: str, device: str) -> str:
     """Reply topic where the rig answers commands of one device."""
     return f"{base(prefix, site)}/{device}/reply"
+
+
+def step(prefix: str, site: str) -> str:
+    """Lockstep: where the rig announces each slice it has served."""
+    return f"{base(prefix, site)}/rig/step"
+
+
+def ack(prefix: str, site: str, name: str) -> str:
+    """Lockstep: where system under test ``name`` answers a served slice."""
+    return f"{base(prefix, site)}/sut/{name}/ack"
 
 
 def command_filter(prefix: str, site: str) -> str:
