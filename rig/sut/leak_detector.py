@@ -425,7 +425,7 @@ class DetectorService:
             client.publish(self.conn.heartbeat_topic, json.dumps({"t": t}), qos=0)
 
 
-    def _answer_step(self, client: paho.Client, payload: bytes) -> None:
+    def _answer_step(self, client: paho.Client, payload: bytes | bytearray) -> None:
         try:
             step = json.loads(payload)["step"]
         except (ValueError, KeyError, TypeError):
