@@ -47,12 +47,14 @@ with backoff; SIGTERM/SIGINT publish ``offline`` and exit 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import os
 import re
 import signal
+import socket
 import sys
 import threading
 from collections import deque
@@ -318,6 +320,13 @@ class Connection:
         return f"{self.base}/+/telemetry"
 
 
+def _no_delay(client: paho.Client, userdata: Any, sock: Any) -> None:
+    """Send small messages (alarms, lockstep acks) at once, not after the peer's delayed
+    TCP acknowledgement of the previous segment (Nagle's algorithm: up to 40 ms each)."""
+    with contextlib.suppress(OSError, AttributeError):  # not a plain TCP socket
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def parse_url(url: str) -> tuple[str, int, bool]:
     """``mqtt://host[:1883]`` or ``mqtts://host[:8883]`` -> (host, port, tls); ValueError."""
     parts = urlsplit(url)
@@ -350,6 +359,7 @@ class DetectorService:
         self.client.reconnect_delay_set(0.5, 10)  # type: ignore[arg-type]
         self.client.on_connect = self._guard(self._on_connect)
         self.client.on_subscribe = self._guard(self._on_subscribe)
+        self.client.on_socket_open = _no_delay
         self.client.on_disconnect = self._guard(self._on_disconnect)
         self.client.on_message = self._guard(self._on_message)
 
